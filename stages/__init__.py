@@ -1,0 +1,1 @@
+"""Thin click commands, one per DVC stage: parse options, load the params section, call stica."""

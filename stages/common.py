@@ -1,0 +1,31 @@
+"""Options every stage command shares: the params file and ``--set key=value`` overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from stica.config import load_section
+
+
+def params_options(f: Callable) -> Callable:
+    f = click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override one param of this stage's section (repeatable), e.g. --set epochs=2.",
+    )(f)
+    f = click.option(
+        "--params",
+        "params_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Params YAML file [default: ./params.yaml if present, else the built-in demo profile].",
+    )(f)
+    return f
+
+
+def load_config(section: str, params_path: str | None, overrides: tuple[str, ...]):
+    return load_section(section, params_path, overrides)

@@ -1,0 +1,239 @@
+"""Typed, frozen configuration: one dataclass per ``params.yaml`` section.
+
+``params.yaml`` is the single source of truth for hyper-parameters; paths are never params (they
+are written once, in ``dvc.yaml``'s ``cmd``). Every key of a section must be a field of its
+dataclass: unknown keys, wrong types and out-of-range values are refused with one clear line.
+The dataclass defaults are the demo profile, identical to the committed ``params.yaml``, so every
+command also runs on its own with the same defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+
+from stica.errors import SticaError
+
+T = TypeVar("T")
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(SticaError):
+    """A params file or override that does not match its section's dataclass."""
+
+
+def _check(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"param '{key}': {message}")
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthConfig:
+    """``stica synth``: the synthetic audio-visual demo set (classes carried by motion and sound)."""
+
+    seed: int = 0
+    classes: int = 10
+    train_per_class: int = 30
+    test_per_class: int = 10
+    duration: float = 3.0  # seconds per clip
+    fps: int = 30
+    width: int = 128
+    height: int = 96
+    sample_rate: int = 24000
+
+    def __post_init__(self) -> None:
+        _check(2 <= self.classes <= 10, "synth.classes", "must be between 2 and 10")
+        _check(self.train_per_class >= 1, "synth.train_per_class", "must be >= 1")
+        _check(self.test_per_class >= 1, "synth.test_per_class", "must be >= 1")
+        _check(self.duration >= 0.5, "synth.duration", "must be >= 0.5 s")
+        _check(self.fps > 0, "synth.fps", "must be > 0")
+        _check(self.width >= 32 and self.height >= 32, "synth.width/height", "must be >= 32")
+        _check(
+            self.width % 2 == 0 and self.height % 2 == 0,
+            "synth.width/height",
+            "must be even (H.264)",
+        )
+        _check(self.sample_rate > 0, "synth.sample_rate", "must be > 0")
+
+
+Layout = Literal["auto", "generic", "ucf101", "hmdb51", "kinetics", "esc50", "dcase2014"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessConfig:
+    """``stica preprocess``: decode once into HDF5 shards of JPEG frames and int16 audio."""
+
+    layout: Layout = "auto"
+    fps: float = 30.0
+    short_side: int = 128
+    sample_rate: int = 24000
+    jpeg_quality: int = 90
+    min_duration: float = 0.3  # seconds; shorter inputs are rejected
+    max_duration: float = 0.0  # seconds kept per video; 0 keeps everything
+    test_fraction: float = 0.2  # generic layout without train/ test/ folders: hashed split
+    videos_per_shard: int = 32
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        _check(self.fps > 0, "preprocess.fps", "must be > 0")
+        _check(self.short_side >= 16, "preprocess.short_side", "must be >= 16")
+        _check(self.sample_rate >= 8000, "preprocess.sample_rate", "must be >= 8000")
+        _check(1 <= self.jpeg_quality <= 100, "preprocess.jpeg_quality", "must be in [1, 100]")
+        _check(self.min_duration >= 0, "preprocess.min_duration", "must be >= 0")
+        _check(self.max_duration >= 0, "preprocess.max_duration", "must be >= 0 (0 = no limit)")
+        _check(0 < self.test_fraction < 1, "preprocess.test_fraction", "must be in (0, 1)")
+        _check(self.videos_per_shard >= 1, "preprocess.videos_per_shard", "must be >= 1")
+        _check(self.workers >= 0, "preprocess.workers", "must be >= 0 (0 = in-process)")
+
+
+SECTIONS: dict[str, type] = {
+    "synth": SynthConfig,
+    "preprocess": PreprocessConfig,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def read_params(path: str | Path | None) -> dict[str, Any]:
+    """Read a params YAML file; ``None`` means ``./params.yaml`` when present, else defaults."""
+    if path is None:
+        if not DEFAULT_PARAMS.exists():
+            return {}
+        path = DEFAULT_PARAMS
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def load_section(
+    name: str,
+    params_path: str | Path | None = None,
+    overrides: typing.Sequence[str] = (),
+) -> Any:
+    """Build the frozen config of section ``name`` from ``params_path`` plus ``key=value`` overrides."""
+    cls = SECTIONS[name]
+    data = read_params(params_path).get(name) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"params section '{name}' must be a mapping")
+    data = _deep_copy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        _check(bool(sep) and bool(key), item, "overrides are written key=value, e.g. epochs=2")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            _check(isinstance(node, dict), key, "is not a nested section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return from_dict(cls, data, prefix=name)
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``, refusing unknown keys and wrong types."""
+    hints = get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown param '{where}{unknown[0]}' (known keys: {', '.join(sorted(fields))})"
+        )
+    kwargs = {k: _coerce(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field without a default
+        raise ConfigError(f"section '{prefix}': {e}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain, YAML/JSON-friendly dict of a config (tuples become lists)."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        _check(isinstance(value, dict), key, "must be a mapping")
+        return from_dict(tp, value, prefix=key)
+    if origin is Literal:
+        choices = get_args(tp)
+        _check(
+            value in choices, key, f"must be one of {', '.join(map(str, choices))}, got {value!r}"
+        )
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"param '{key}': bad value {value!r}")
+    if origin is tuple:
+        _check(isinstance(value, list | tuple), key, f"must be a list, got {value!r}")
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+        _check(len(value) == len(args), key, f"must have {len(args)} items, got {len(value)}")
+        return tuple(
+            _coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
+    if tp is bool:
+        _check(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        _check(
+            isinstance(value, int) and not isinstance(value, bool),
+            key,
+            f"must be an integer, got {value!r}",
+        )
+        return value
+    if tp is float:
+        _check(
+            isinstance(value, int | float) and not isinstance(value, bool),
+            key,
+            f"must be a number, got {value!r}",
+        )
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), key, f"must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"param '{key}': unsupported type {tp}")

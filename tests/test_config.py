@@ -1,0 +1,38 @@
+import dataclasses
+
+import pytest
+import yaml
+
+from stica.config import SECTIONS, ConfigError, load_section, to_dict
+
+
+def test_committed_params_equal_the_builtin_defaults(repo_root):
+    """Commands run outside the repo use the dataclass defaults: they must be the demo profile."""
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    for name, cls in SECTIONS.items():
+        assert params[name] == to_dict(cls()), name
+
+
+def test_unknown_key_is_refused(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("preprocess:\n  fps: 15\n  short_sidee: 64\n")
+    with pytest.raises(ConfigError, match="unknown param 'preprocess.short_sidee'"):
+        load_section("preprocess", path)
+
+
+def test_wrong_type_and_range_are_refused(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("preprocess:\n  short_side: sixty\n")
+    with pytest.raises(ConfigError, match="preprocess.short_side"):
+        load_section("preprocess", path)
+    with pytest.raises(ConfigError, match="preprocess.workers"):
+        load_section("preprocess", None, ["workers=-1"])
+
+
+def test_overrides_and_frozen(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("preprocess:\n  fps: 15\n")
+    cfg = load_section("preprocess", path, ["short_side=64"])
+    assert (cfg.fps, cfg.short_side) == (15.0, 64)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.fps = 3
