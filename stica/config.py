@@ -97,6 +97,18 @@ class PreprocessConfig:
         _check(self.workers >= 0, "preprocess.workers", "must be >= 0 (0 = in-process)")
 
 
+# --- model (owner: models) ---------------------------------------------------------------
+
+
+# --- feature crops (owner: models) -----------------------------------------------------------
+
+
+# --- audio front end and augmentation (owner: losses/augment) ----------------------------------
+
+
+# --- evaluation (owner: eval) ---------------------------------------------------------------
+
+
 SECTIONS: dict[str, type] = {
     "synth": SynthConfig,
     "preprocess": PreprocessConfig,
