@@ -1,0 +1,145 @@
+"""PyTorch datasets over a store: random clips for training, uniformly spaced clips for evaluation.
+
+Randomness is a pure function of ``(seed, epoch, index)``: the same sample gets the same clip in any
+DataLoader worker, on any rank, and after ``--resume``, which is what makes resuming exact.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from stica.data.clips import ClipReader
+from stica.data.store import Store, VideoRecord
+from stica.errors import SticaError
+
+
+def uniform_starts(duration: float, clip_seconds: float, count: int) -> list[float]:
+    """``count`` clip start times evenly spread so the clips cover the video from start to end."""
+    last = max(0.0, duration - clip_seconds)
+    if count == 1:
+        return [last / 2]
+    return [last * i / (count - 1) for i in range(count)]
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    return (seed * 1_000_003 + epoch) * 1_000_033 + index
+
+
+class RandomClips(torch.utils.data.Dataset):
+    """One random clip (frames + the audio of the same span) per record; items are ``(epoch, index)``."""
+
+    def __init__(
+        self,
+        store: Store,
+        records: Sequence[VideoRecord],
+        num_frames: int,
+        seed: int = 0,
+        with_labels: bool = False,
+    ) -> None:
+        if not records:
+            raise SticaError(f"{store.root}: no videos to train on (after filtering)")
+        self.reader = ClipReader(store)
+        self.records = list(records)
+        self.num_frames = num_frames
+        self.clip_seconds = num_frames / store.meta.fps
+        self.seed = seed
+        self.with_labels = with_labels
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, item: tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, index = item
+        record = self.records[index]
+        rng = random.Random(sample_seed(self.seed, epoch, index))
+        start = rng.uniform(0.0, max(0.0, record.duration - self.clip_seconds))
+        clip = self.reader.read(record.id, start, self.num_frames)
+        sample = {
+            "frames": torch.from_numpy(np.ascontiguousarray(clip.frames)),  # (T, H, W, 3) uint8
+            "audio": torch.from_numpy(clip.audio.astype(np.float32) / 32768.0),  # (S,)
+            "index": torch.tensor(index),
+        }
+        if self.with_labels:
+            sample["label"] = torch.tensor(record.label)
+        return sample
+
+
+class UniformClips(torch.utils.data.Dataset):
+    """``clips_per_video`` evenly spaced clips of every record; item ``i`` is clip ``i % clips`` of
+    video ``i // clips``."""
+
+    def __init__(
+        self, store: Store, records: Sequence[VideoRecord], num_frames: int, clips_per_video: int
+    ) -> None:
+        self.reader = ClipReader(store)
+        self.records = list(records)
+        self.num_frames = num_frames
+        self.clips_per_video = clips_per_video
+        self.clip_seconds = num_frames / store.meta.fps
+
+    def __len__(self) -> int:
+        return len(self.records) * self.clips_per_video
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        video, clip_index = divmod(item, self.clips_per_video)
+        record = self.records[video]
+        start = uniform_starts(record.duration, self.clip_seconds, self.clips_per_video)[clip_index]
+        clip = self.reader.read(record.id, start, self.num_frames)
+        return {
+            "frames": torch.from_numpy(np.ascontiguousarray(clip.frames)),
+            "audio": torch.from_numpy(clip.audio.astype(np.float32) / 32768.0),
+            "video": torch.tensor(video),
+            "label": torch.tensor(record.label),
+        }
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Global batches of a seeded permutation, split across ranks; yields lists of (epoch, index).
+
+    Rank ``r`` of ``W`` takes rows ``[r*B, (r+1)*B)`` of every global batch of ``W*B``, so W processes
+    see exactly the batch one process would see with ``W*B``. Incomplete batches are dropped.
+    ``start_batch`` skips batches already done in this epoch (resume).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        batch_per_rank: int,
+        epoch: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_batch: int = 0,
+    ) -> None:
+        self.size = size
+        self.batch = batch_per_rank
+        self.epoch = epoch
+        self.seed = seed
+        self.rank = rank
+        self.world = world_size
+        self.start_batch = start_batch
+
+    @staticmethod
+    def batches_per_epoch(size: int, global_batch: int) -> int:
+        return size // global_batch
+
+    def __len__(self) -> int:
+        return max(0, self.batches_per_epoch(self.size, self.batch * self.world) - self.start_batch)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        gen = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1) % (2**63))
+        order = torch.randperm(self.size, generator=gen).tolist()
+        global_batch = self.batch * self.world
+        for b in range(self.start_batch, self.batches_per_epoch(self.size, global_batch)):
+            rows = order[b * global_batch : (b + 1) * global_batch]
+            mine = rows[self.rank * self.batch : (self.rank + 1) * self.batch]
+            yield [(self.epoch, i) for i in mine]
+
+
+def steps_per_epoch(size: int, global_batch: int) -> int:
+    return max(1, math.floor(size / global_batch))

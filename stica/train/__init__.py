@@ -1,0 +1,1 @@
+"""Training: self-supervised pretraining, supervised finetuning, checkpoints."""
