@@ -187,6 +187,7 @@ def evaluate_split(
     standardize: bool = True,
     batch_size: int = BATCH_SIZE,
     lr: float = LR,
+    weight_decay: float = WEIGHT_DECAY,
 ) -> tuple[float, int, int]:
     """Train on the sub-clips of ``train_mask``, test on the rest; top-1 over test samples.
 
@@ -205,7 +206,13 @@ def evaluate_split(
         raise SticaError("audio-eval: a fold has no training or no test samples")
     num_classes = num_classes or int(y.max()) + 1
     probe = LinearProbe(
-        num_classes, epochs, seed=seed, standardize=standardize, batch_size=batch_size, lr=lr
+        num_classes,
+        epochs,
+        seed=seed,
+        standardize=standardize,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
     )
     tr = torch.as_tensor(np.flatnonzero(train), device=x.device)
     te = torch.as_tensor(np.flatnonzero(~train), device=x.device)
@@ -229,6 +236,7 @@ def evaluate_folds(
     standardize: bool = True,
     batch_size: int = BATCH_SIZE,
     lr: float = LR,
+    weight_decay: float = WEIGHT_DECAY,
 ) -> FoldResult:
     """Cross-validation over official folds: each fold in turn is the test set, the rest train.
 
@@ -263,6 +271,7 @@ def evaluate_folds(
             standardize=standardize,
             batch_size=batch_size,
             lr=lr,
+            weight_decay=weight_decay,
         )
         per_fold[str(fold)], n_train[str(fold)], n_test[str(fold)] = acc, a, b
     return FoldResult(

@@ -52,11 +52,11 @@ def test_evaluate_split_averages_subclip_scores():
     ids = [f"tr{i}" for i in range(200)] + ["query"] * 3
     train = np.arange(203) < 200
     acc, n_train, n_test = evaluate_split(
-        x, y, ids, train, epochs=30, batch_size=32, lr=0.05, standardize=False
+        x, y, ids, train, epochs=10, batch_size=32, lr=0.05, standardize=False
     )
     assert (acc, n_train, n_test) == (1.0, 200, 1)
     # The same probe voting per sub-clip gets it wrong: the two mild sub-clips win.
-    probe = LinearProbe(2, 30, batch_size=32, lr=0.05, standardize=False)
+    probe = LinearProbe(2, 10, batch_size=32, lr=0.05, standardize=False)
     probe.fit(x[:200], torch.as_tensor(train_y))
     votes = probe.scores(x[200:]).argmax(1)
     assert votes.tolist() == [0, 0, 1]
@@ -72,7 +72,7 @@ def test_separable_features_reach_high_accuracy_over_folds_and_are_deterministic
     ids = np.repeat(np.arange(len(feats)), subclips)
     folds = np.repeat(np.arange(len(feats)) % 2 + 1, subclips)  # 2 folds, all classes in each
     x = torch.tensor(x, dtype=torch.float32)
-    kw = dict(epochs=60, batch_size=16, lr=1e-3, seed=3)
+    kw = dict(epochs=20, batch_size=32, lr=3e-3, seed=3)
     result = evaluate_folds(x, y, ids, folds, **kw)
     assert set(result.per_fold) == {"1", "2"}
     assert result.mean >= 0.9
