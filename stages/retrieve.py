@@ -12,6 +12,8 @@ from stages.common import load_config, params_options
 from stica.errors import SticaError
 
 GALLERY_NEIGHBOURS = 5  # top-5 neighbours per query in the PNG, as the issue asks
+PLACEHOLDER_SHAPE = (96, 128, 3)  # (H, W, 3) blank cell for records without frames
+PLACEHOLDER_GREY = 200
 _INT_LIST = re.compile(r"^\d+(,\d+)*,?$")
 
 
@@ -123,7 +125,7 @@ def retrieve(
     store_obj = None
     if store is not None or gallery is not None:
         store_obj = _open_store(store or fs.store)
-        check_same_manifest(fs, store_obj.manifest_hash, f"store {store or fs.store}")
+        check_same_manifest(fs, _manifest_hash(store_obj), f"store {store or fs.store}")
 
     result = evaluate_retrieval(fs, ks)
     base_result = evaluate_retrieval(baseline, ks) if baseline is not None else None
@@ -170,6 +172,11 @@ def _open_store(path: str):
     if not Path(path).exists():
         raise SticaError(f"store not found: {path} (needed for --store / --gallery)")
     return Store(path)
+
+
+def _manifest_hash(store) -> str:
+    value = store.manifest_hash  # a method on stica.data.store.Store
+    return value() if callable(value) else value
 
 
 def _gallery_frames(fs, result, store, num_queries: int):
