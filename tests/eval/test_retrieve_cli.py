@@ -115,3 +115,70 @@ def test_cli_reports_one_line_and_exit_2(tmp_path, repo_root):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "test split is empty" in proc.stderr
     assert not out.exists()
+
+
+def test_gallery_from_a_real_store(tmp_path):
+    """End to end with the data store: preprocess tiny real mp4s, then the PNG gallery."""
+    pytest.importorskip("stica.data.store")
+    pytest.importorskip("stages.preprocess")
+    from stica.data.store import Store
+
+    from stica.data.encode import write_mp4
+    from stica.eval.plots import gallery_size_px
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c, cls in enumerate(("jump", "run")):
+            for i in range(3 if split == "train" else 1):
+                frames = np.full((12, 48, 64, 3), 60 + 120 * c, np.uint8)
+                frames += rng.integers(0, 20, frames.shape, dtype=np.uint8)
+                write_mp4(tmp_path / "videos" / split / cls / f"{cls}{i}.mp4", frames, None)
+    store_dir = tmp_path / "store"
+    pre = CliRunner().invoke(
+        cli,
+        [
+            "preprocess",
+            str(tmp_path / "videos"),
+            "--out",
+            str(store_dir),
+            "--workers",
+            "0",
+            "--no-progress",
+        ],
+    )
+    assert pre.exit_code == 0, pre.output
+    store = Store(store_dir)
+    recs = list(store)
+    x = np.eye(len(recs), 8, dtype=np.float32) + 0.5
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    feats = write_features(
+        tmp_path / "f.h5",
+        x,
+        [r.label for r in recs],
+        [r.splits[0] for r in recs],
+        [r.id for r in recs],
+        manifest_hash=store.manifest_hash(),
+        store=str(store_dir),
+        checkpoint="random",
+        class_names=store.meta.classes,
+    )
+    out, png = tmp_path / "r.json", tmp_path / "gallery.png"
+    result = _invoke([str(feats), "--k", "1", "5", "--out", str(out), "--gallery", str(png)])
+    assert result.exit_code == 0, result.output
+    from matplotlib.image import imread
+
+    assert imread(png).shape[:2][::-1] == gallery_size_px(2, 5)
+    wrong = write_features(
+        tmp_path / "w.h5",
+        x,
+        [r.label for r in recs],
+        [r.splits[0] for r in recs],
+        [r.id for r in recs],
+        manifest_hash="0" * 64,
+        store=str(store_dir),
+        checkpoint="random",
+    )
+    out2 = tmp_path / "r2.json"
+    result = _invoke([str(wrong), "--store", str(store_dir), "--out", str(out2)])
+    assert isinstance(result.exception, SticaError) and "different store" in str(result.exception)
+    assert not out2.exists()
