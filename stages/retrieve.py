@@ -120,12 +120,11 @@ def retrieve(
     if random_features is not None:
         baseline = read_features(random_features)
         check_same_videos(fs, baseline)
-    train_rows = np.flatnonzero(fs.mask("train"))
-    check_ks(ks, len(train_rows))
     store_obj = None
     if store is not None or gallery is not None:
         store_obj = _open_store(store or fs.store)
         check_same_manifest(fs, _manifest_hash(store_obj), f"store {store or fs.store}")
+    check_ks(ks, int(fs.mask("train").sum()))
 
     result = evaluate_retrieval(fs, ks)
     base_result = evaluate_retrieval(baseline, ks) if baseline is not None else None
