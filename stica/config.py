@@ -109,9 +109,50 @@ class PreprocessConfig:
 # --- evaluation (owner: eval) ---------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class RetrieveConfig:
+    """``stica retrieve``: nearest-neighbour retrieval, test videos query the train videos."""
+
+    k: tuple[int, ...] = (1, 5, 20)  # recall@k for each k (`--k 1 5 20` overrides)
+    gallery_queries: int = 8  # rows of the PNG gallery: test videos evenly spaced in file order
+
+    def __post_init__(self) -> None:
+        _check(len(self.k) >= 1, "retrieve.k", "must list at least one k")
+        _check(all(k >= 1 for k in self.k), "retrieve.k", "every k must be >= 1")
+        _check(self.gallery_queries >= 1, "retrieve.gallery_queries", "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioEvalConfig:
+    """``stica audio-eval``: linear probe on the frozen audio trunk (paper appendix 6.2)."""
+
+    epochs: int = 30
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    batch_size: int = 512
+    standardize: bool = True  # per-dimension, fitted on the training sub-clips
+    seed: int = 0
+    esc50_subclips: int = 10
+    esc50_subclip_seconds: float = 2.0
+    dcase_subclips: int = 60
+    dcase_subclip_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "audio_eval.epochs", "must be >= 1")
+        _check(self.lr > 0, "audio_eval.lr", "must be > 0")
+        _check(self.weight_decay >= 0, "audio_eval.weight_decay", "must be >= 0")
+        _check(self.batch_size >= 1, "audio_eval.batch_size", "must be >= 1")
+        for key in ("esc50_subclips", "dcase_subclips"):
+            _check(getattr(self, key) >= 1, f"audio_eval.{key}", "must be >= 1")
+        for key in ("esc50_subclip_seconds", "dcase_subclip_seconds"):
+            _check(getattr(self, key) > 0, f"audio_eval.{key}", "must be > 0")
+
+
 SECTIONS: dict[str, type] = {
     "synth": SynthConfig,
     "preprocess": PreprocessConfig,
+    "retrieve": RetrieveConfig,
+    "audio_eval": AudioEvalConfig,
 }
 
 
