@@ -85,7 +85,25 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """
     if not is_distributed() or world_size() == 1:
         return x
-    return torch.cat(dist_fn.all_gather(x.contiguous()), dim=0)
+    parts = dist_fn.all_gather(x.contiguous())
+    return torch.cat([_ContiguousGrad.apply(p) for p in parts], dim=0)
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient contiguous.
+
+    ``torch.distributed.nn``'s all_gather backward exchanges the gathered pieces' gradients with
+    gloo's all-to-all, which mis-reads strided tensors: a caller that transposes the gathered
+    result (e.g. stacked views (K, B, E) gathered along B) would otherwise get wrong gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
 
 
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
