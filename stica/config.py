@@ -106,6 +106,80 @@ class PreprocessConfig:
 # --- audio front end and augmentation (owner: losses/augment) ----------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class AudioConfig:
+    """Log-mel front end (SPEC "Audio input"); nested in ``pretrain`` as ``audio``."""
+
+    sample_rate: int = 24000
+    n_fft: int = 1024
+    win_ms: float = 20.0
+    hop_ms: float = 10.0
+    n_mels: int = 257
+    volume_jitter: tuple[float, float] = (0.9, 1.1)  # training gain ~ U(low, high)
+
+    def __post_init__(self) -> None:
+        _check(self.sample_rate >= 8000, "audio.sample_rate", "must be >= 8000")
+        win = round(self.sample_rate * self.win_ms / 1000)
+        hop = round(self.sample_rate * self.hop_ms / 1000)
+        _check(1 <= win <= self.n_fft, "audio.win_ms", f"window ({win} samples) must fit n_fft")
+        _check(hop >= 1, "audio.hop_ms", "must be at least one sample")
+        _check(self.n_mels >= 1, "audio.n_mels", "must be >= 1")
+        low, high = self.volume_jitter
+        _check(0 < low <= high, "audio.volume_jitter", "must be [low, high] with 0 < low <= high")
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Clip-consistent visual augmentation (SimCLR protocol); nested in ``pretrain``.
+
+    Defaults are the demo profile (64-pixel crops of 64-short-side frames); the paper profile uses
+    ``crop_size: 112``, ``small_crop_size: 96`` and ``eval_short_side: 128`` on 128-pixel frames.
+    """
+
+    crop_size: int = 64
+    small_crop_size: int = 48  # multi-RGB-crop ablation (paper: 96 next to 112)
+    # area fraction of the frame kept by a random resized crop: SimCLR's 0.08 is too extreme for
+    # low-resolution video (objects and motion leave the crop), so large crops keep >= 30%
+    scale: tuple[float, float] = (0.3, 1.0)
+    small_scale: tuple[float, float] = (0.1, 0.3)
+    ratio: tuple[float, float] = (0.75, 1.3333333333333333)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    mean: tuple[float, float, float] = (0.43216, 0.394666, 0.37645)  # Kinetics RGB statistics
+    std: tuple[float, float, float] = (0.22803, 0.22145, 0.216989)
+    eval_short_side: int = 64  # evaluation: resize the short side, then centre / 3 crops
+
+    def __post_init__(self) -> None:
+        _check(self.crop_size >= 8, "augment.crop_size", "must be >= 8")
+        _check(self.small_crop_size >= 8, "augment.small_crop_size", "must be >= 8")
+        for key, (lo, hi) in (("scale", self.scale), ("small_scale", self.small_scale)):
+            _check(0 < lo <= hi <= 1, f"augment.{key}", "must be [low, high] in (0, 1]")
+        _check(0 < self.ratio[0] <= self.ratio[1], "augment.ratio", "must be 0 < low <= high")
+        for key in ("flip_p", "jitter_p", "grayscale_p", "blur_p"):
+            _check(0 <= getattr(self, key) <= 1, f"augment.{key}", "must be a probability")
+        for key in ("brightness", "contrast", "saturation"):
+            _check(0 <= getattr(self, key) < 1, f"augment.{key}", "must be in [0, 1)")
+        _check(0 <= self.hue <= 0.5, "augment.hue", "must be in [0, 0.5]")
+        _check(
+            0 < self.blur_sigma[0] <= self.blur_sigma[1],
+            "augment.blur_sigma",
+            "must be 0 < lo <= hi",
+        )
+        _check(all(s > 0 for s in self.std), "augment.std", "must be > 0")
+        _check(
+            self.eval_short_side >= self.crop_size,
+            "augment.eval_short_side",
+            f"must be >= crop_size ({self.crop_size})",
+        )
+
+
 # --- evaluation (owner: eval) ---------------------------------------------------------------
 
 

@@ -1,0 +1,138 @@
+import dataclasses
+
+import pytest
+import torch
+
+from stica.config import AugmentConfig
+from stica.data.augment import EvalTransform, VideoAugment, crop_resize
+
+CFG = AugmentConfig(crop_size=16, small_crop_size=8, eval_short_side=16)
+MEAN = torch.tensor(CFG.mean).view(1, 3, 1, 1, 1)
+STD = torch.tensor(CFG.std).view(1, 3, 1, 1, 1)
+# only geometry: no colour, grey or blur
+PLAIN = dataclasses.replace(CFG, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def random_clips(b=3, t=4, h=20, w=26, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (b, t, h, w, 3), dtype=torch.uint8, generator=g).to(device)
+
+
+def unnormalise(x):
+    return x * STD.to(x.device) + MEAN.to(x.device)
+
+
+def as_float(clips):
+    """uint8 (B, T, H, W, 3) -> [0, 1] float (B, 3, T, H, W)."""
+    return clips.permute(0, 4, 1, 2, 3).float() / 255
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_shape_dtype_range_device(device):
+    clips = random_clips(device=device)
+    out = VideoAugment(CFG)(clips, torch.Generator().manual_seed(1))
+    assert out.shape == (3, 3, 4, 16, 16) and out.dtype == torch.float32
+    assert out.device == clips.device
+    raw = unnormalise(out)
+    assert raw.min() >= -1e-5 and raw.max() <= 1 + 1e-5
+
+
+def test_clip_consistency_identical_frames_stay_identical():
+    frame = random_clips(b=4, t=1, seed=2)
+    clips = frame.expand(4, 5, *frame.shape[2:]).contiguous()
+    full = dataclasses.replace(CFG, jitter_p=1.0, grayscale_p=0.5, blur_p=1.0)
+    out = VideoAugment(full)(clips, torch.Generator().manual_seed(3))  # (B, 3, T, S, S)
+    for t in range(1, 5):
+        torch.testing.assert_close(out[:, :, t], out[:, :, 0], atol=1e-5, rtol=0)
+    # but different clips got different parameters
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_determinism_for_a_seed():
+    clips = random_clips()
+    aug = VideoAugment(CFG)
+    a = aug.two_views(clips, torch.Generator().manual_seed(7))
+    b = aug.two_views(clips, torch.Generator().manual_seed(7))
+    c = aug.two_views(clips, torch.Generator().manual_seed(8))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], a[1])  # the two views have independent parameters
+    assert not torch.equal(a[0], c[0])
+
+
+def test_full_frame_crop_is_the_frame_and_flip_mirrors():
+    clips = random_clips(t=2, h=16, w=16, seed=4)
+    keep = dataclasses.replace(PLAIN, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0)
+    out = unnormalise(VideoAugment(keep)(clips, torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(out, as_float(clips), atol=1e-5, rtol=0)
+    flip = dataclasses.replace(keep, flip_p=1.0)
+    out = unnormalise(VideoAugment(flip)(clips, torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(out, as_float(clips).flip(-1), atol=1e-5, rtol=0)
+
+
+def test_crop_resize_integer_box_is_a_slice():
+    clips = random_clips(b=2, t=2, h=12, w=15, seed=5)
+    x = clips.permute(0, 1, 4, 2, 3).reshape(2, 6, 12, 15).float()
+    boxes = torch.tensor([[2.0, 1.0, 8.0, 8.0], [7.0, 4.0, 8.0, 8.0]])
+    out = crop_resize(x, boxes, 8)
+    torch.testing.assert_close(out[0], x[0, :, 1:9, 2:10], atol=1e-3, rtol=0)
+    torch.testing.assert_close(out[1], x[1, :, 4:12, 7:15], atol=1e-3, rtol=0)
+
+
+def test_grayscale_makes_channels_equal():
+    grey = dataclasses.replace(PLAIN, grayscale_p=1.0)
+    out = unnormalise(VideoAugment(grey)(random_clips(), torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(out[:, 0], out[:, 1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[:, 1], out[:, 2], atol=1e-5, rtol=0)
+
+
+def test_jitter_and_blur_change_pixels():
+    clips = random_clips(seed=6)
+    base = VideoAugment(PLAIN)(clips, torch.Generator().manual_seed(9))
+    for extra in ({"jitter_p": 1.0}, {"blur_p": 1.0, "blur_sigma": (1.0, 2.0)}):
+        cfg = dataclasses.replace(PLAIN, **extra)
+        out = VideoAugment(cfg)(clips, torch.Generator().manual_seed(9))
+        assert (out - base).abs().mean() > 0.05, extra
+    # blur smooths: neighbouring pixels get closer
+    blurred = VideoAugment(dataclasses.replace(PLAIN, blur_p=1.0, blur_sigma=(1.5, 2.0)))
+    out = blurred(clips, torch.Generator().manual_seed(9))
+    assert out.diff(dim=-1).abs().mean() < 0.7 * base.diff(dim=-1).abs().mean()
+
+
+def test_multi_crop_sizes():
+    views = VideoAugment(CFG).multi_crop(random_clips(), torch.Generator().manual_seed(0), 2)
+    assert [tuple(v.shape[-2:]) for v in views] == [(16, 16), (16, 16), (8, 8), (8, 8)]
+    assert all(v.shape[:3] == (3, 3, 4) for v in views)
+
+
+def test_bad_clips_refused():
+    aug, g = VideoAugment(CFG), torch.Generator()
+    with pytest.raises(ValueError, match="uint8"):
+        aug(random_clips().float(), g)
+    with pytest.raises(ValueError, match=r"\(B, T, H, W, 3\)"):
+        aug(torch.zeros(2, 8, 8, 3, dtype=torch.uint8), g)
+
+
+def test_eval_centre_and_three_crops():
+    # landscape frames already at the short side: crops are exact pixel slices
+    clips = random_clips(b=2, t=3, h=16, w=28, seed=10)
+    ev = EvalTransform.from_config(CFG)
+    ref = as_float(clips)
+    centre = unnormalise(ev(clips))
+    torch.testing.assert_close(centre, ref[..., 6:22], atol=1e-5, rtol=0)
+    three = ev.three_crop(clips)  # (B, 3 crops, 3, T, S, S)
+    assert three.shape == (2, 3, 3, 3, 16, 16)
+    for i, x0 in enumerate((0, 6, 12)):
+        torch.testing.assert_close(
+            unnormalise(three[:, i]), ref[..., x0 : x0 + 16], atol=1e-5, rtol=0
+        )
+    # portrait frames crop along the height; a larger frame is resized down first
+    tall = random_clips(b=1, t=1, h=64, w=32, seed=11)
+    three = EvalTransform(16, 16).three_crop(tall)
+    assert three.shape == (1, 3, 3, 1, 16, 16)
+    small = torch.nn.functional.interpolate(as_float(tall)[:, :, 0], scale_factor=0.5, mode="area")
+    torch.testing.assert_close(
+        unnormalise(three[:, 0])[:, :, 0], small[..., :16, :], atol=0.15, rtol=0
+    )
+    with pytest.raises(ValueError, match="short_side"):
+        EvalTransform(crop_size=32, short_side=16)
