@@ -222,9 +222,86 @@ class AudioEvalConfig:
             _check(getattr(self, key) > 0, f"audio_eval.{key}", "must be > 0")
 
 
+# --- pretraining (owner: lead) ----------------------------------------------------------------
+
+PretrainMode = Literal["default", "two_crops", "multi_crops", "feature_crops"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """``stica pretrain``: self-supervised audio-visual pretraining (paper sec. 3-4, SPEC Training).
+
+    ``mode`` and ``model.pooling`` select the Table 1 ablation: ``default`` (one RGB crop,
+    cross-modal only), ``two_crops``, ``multi_crops`` (SwAV-style extra small RGB crops) or
+    ``feature_crops`` (STiCA). Defaults are the CPU demo profile; profiles/paper.yaml has the paper's.
+    """
+
+    seed: int = 0
+    mode: PretrainMode = "feature_crops"
+    epochs: int = 8  # paper: 100
+    batch_size: int = 32  # global batch, split evenly over the torchrun processes; paper: 512
+    lr: float = 0.64  # at base_batch_size; the lr used is lr * batch_size / base_batch_size
+    base_batch_size: int = 512
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    warmup_epochs: float = 1.0  # paper: 10
+    schedule: Literal["cosine", "constant"] = "cosine"
+    num_frames: int = 16  # frames per clip at the store's fps; paper: 30 (1 s at 30 fps)
+    small_rgb_crops: int = 1  # multi_crops mode: small RGB crops next to the two large ones
+    lambda_va: float = 0.5
+    lambda_vv: float = 0.5
+    temperature_va: float = 0.1
+    temperature_vv: float = 0.5
+    max_bad_steps: int = 5  # consecutive non-finite losses before training is aborted
+    workers: int = 2  # DataLoader workers per process
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    crops: FeatureCropConfig = dataclasses.field(default_factory=FeatureCropConfig)
+    audio: AudioConfig = dataclasses.field(default_factory=AudioConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "pretrain.epochs", "must be >= 1")
+        _check(self.batch_size >= 2, "pretrain.batch_size", "must be >= 2 (contrastive negatives)")
+        _check(self.lr > 0, "pretrain.lr", "must be > 0")
+        _check(self.base_batch_size >= 1, "pretrain.base_batch_size", "must be >= 1")
+        _check(0 <= self.momentum < 1, "pretrain.momentum", "must be in [0, 1)")
+        _check(self.weight_decay >= 0, "pretrain.weight_decay", "must be >= 0")
+        _check(self.warmup_epochs >= 0, "pretrain.warmup_epochs", "must be >= 0")
+        _check(self.num_frames >= 1, "pretrain.num_frames", "must be >= 1")
+        _check(self.small_rgb_crops >= 1, "pretrain.small_rgb_crops", "must be >= 1")
+        _check(self.lambda_va >= 0 and self.lambda_vv >= 0, "pretrain.lambda_*", "must be >= 0")
+        _check(self.temperature_va > 0, "pretrain.temperature_va", "must be > 0")
+        _check(self.temperature_vv > 0, "pretrain.temperature_vv", "must be > 0")
+        _check(self.max_bad_steps >= 1, "pretrain.max_bad_steps", "must be >= 1")
+        _check(self.workers >= 0, "pretrain.workers", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturesConfig:
+    """``stica extract-features``: per-video features for retrieval (paper sec. 4.3).
+
+    Clip length, crop and normalisation come from the checkpoint's own pretrain params, so the
+    features are computed on the input the model was trained on.
+    """
+
+    clips_per_video: int = 10  # uniformly spaced clips, features averaged over them
+    batch_size: int = 20  # clips per forward pass
+    workers: int = 2
+    seed: int = 0  # initialisation of the random-init baseline (--ckpt random)
+    chunk_videos: int = 64  # progress is saved every chunk, so a killed run resumes
+
+    def __post_init__(self) -> None:
+        _check(self.clips_per_video >= 1, "features.clips_per_video", "must be >= 1")
+        _check(self.batch_size >= 1, "features.batch_size", "must be >= 1")
+        _check(self.workers >= 0, "features.workers", "must be >= 0")
+        _check(self.chunk_videos >= 1, "features.chunk_videos", "must be >= 1")
+
+
 SECTIONS: dict[str, type] = {
     "synth": SynthConfig,
     "preprocess": PreprocessConfig,
+    "pretrain": PretrainConfig,
+    "features": FeaturesConfig,
     "retrieve": RetrieveConfig,
     "audio_eval": AudioEvalConfig,
 }

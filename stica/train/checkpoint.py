@@ -124,3 +124,30 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], s
             )
         raise CheckpointError(f"{source}: weights do not match the model: {'; '.join(parts)}")
     module.load_state_dict(state, strict=True)
+
+
+def load_encoder(ckpt: str | Path, random_config: Any, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """The pretrained model of checkpoint ``ckpt``, or with ``ckpt == "random"`` a randomly
+    initialised model of ``random_config`` (a ``PretrainConfig``) seeded by ``seed``.
+
+    Returns ``(model, info)``; ``info`` has ``checkpoint``, ``params`` (the pretrain params the model
+    was made with: clip length, crop size, normalisation) and ``manifest_hash`` (None for random).
+    """
+    from stica.config import ConfigError, to_dict
+    from stica.models.stica import build_model
+
+    if str(ckpt) == "random":
+        torch.manual_seed(seed)
+        model = build_model(random_config.model)
+        return model, {"checkpoint": "random", "params": to_dict(random_config), "manifest_hash": None}
+    payload = load_checkpoint(ckpt, kind="pretrain")
+    try:
+        model = build_model(payload["model_config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{ckpt}: model of an unknown architecture ({e})") from None
+    load_state_strict(model, payload["model"], str(ckpt))
+    return model, {
+        "checkpoint": str(ckpt),
+        "params": payload["params"],
+        "manifest_hash": payload["manifest_hash"],
+    }

@@ -1,0 +1,42 @@
+"""``stica pretrain``: self-supervised STiCA pretraining on a store (single process or torchrun)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from stages.common import load_config, params_options
+from stica.logs import setup_logging
+
+
+@click.command()
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
+@click.option("--log-csv", type=click.Path(dir_okay=False), help="Per-step losses and lr (CSV).")
+@click.option("--metrics", type=click.Path(dir_okay=False), help="Summary metrics (JSON).")
+@click.option(
+    "--resume/--no-resume",
+    default=False,
+    help="Continue from the training state left by an interrupted run with the same params.",
+)
+@click.option("--max-steps", type=click.IntRange(min=1), help="Stop (and checkpoint) after N steps.")
+@params_options
+def pretrain(store, out, log_csv, metrics, resume, max_steps, params_path, overrides):
+    """Pretrain the video and audio encoders on STORE (the `pretrain` section of params.yaml).
+
+    Under torchrun (`torchrun --nproc_per_node N -m stica pretrain ...`) the global batch is
+    split across the processes; SIGTERM/SIGINT write a checkpoint before exiting.
+    """
+    from stica import dist
+    from stica.eval.metrics import environment, write_json
+    from stica.train.pretrain import pretrain as run_pretrain
+
+    config = load_config("pretrain", params_path, overrides)
+    dist.init_distributed()
+    log_file = Path(out).with_suffix(".log") if dist.is_main_process() else None
+    setup_logging(log_file)
+    summary = run_pretrain(config, store, out, log_csv=log_csv, resume=resume, max_steps=max_steps)
+    if metrics and dist.is_main_process():
+        write_json(metrics, {"pretrain": summary, "environment": environment()})
+    dist.cleanup()
