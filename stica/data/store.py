@@ -185,7 +185,8 @@ def write_shard(
     video_samples[1:] = np.cumsum([a.size for _, a in videos], dtype=np.int64)
     jpeg = np.frombuffer(b"".join(jpegs), np.uint8)
     audio = np.concatenate([a for _, a in videos]) if videos else np.zeros(0, np.int16)
-    tmp = path.with_name(path.name + ".tmp")
+    # a per-process temp name: an orphaned writer of a killed run never clobbers a rerun's file
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with h5py.File(tmp, "w", track_order=False, libver="latest") as f:
         for name, data in (
             ("jpeg", jpeg),
@@ -214,7 +215,7 @@ def read_shard_attrs(path: Path) -> dict[str, Any] | None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
