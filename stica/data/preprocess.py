@@ -211,6 +211,7 @@ def preprocess(
                 "shards_built": len(tasks),
                 "shards_kept": kept,
                 "workers": workers,
+                "input_dir": str(input_dir.resolve()),
             },
             indent=2,
         ) + "\n",
