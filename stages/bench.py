@@ -16,7 +16,9 @@ def bench():
 @bench.command()
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option(
-    "--videos-dir", type=click.Path(exists=True, file_okay=False), default=None,
+    "--videos-dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
     help="Folder the store was built from [default: the one recorded in STORE/timing.json].",
 )
 @click.option("--clips", type=click.IntRange(min=1), default=100, show_default=True)

@@ -13,7 +13,9 @@ from stages.common import load_config, params_options
     "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Store folder."
 )
 @click.option(
-    "--workers", type=click.IntRange(min=0), default=None,
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
     help="Worker processes (0 = in-process) [default: preprocess.workers].",
 )
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import av
 import numpy as np
 
 from stica.data.clips import ClipReader
-from stica.data.decode import output_size
+from stica.data.decode import TIME_EPS, output_size
 from stica.data.store import TIMING, Store
 from stica.errors import SticaError
 
@@ -54,7 +53,7 @@ def decode_clip_direct(
                 # emit the previous frame for every output time before this frame's time
                 while current is not None and len(frames) < num_frames:
                     t_out = start + len(frames) / fps
-                    if t_out >= t:
+                    if t_out >= t - TIME_EPS:
                         break
                     frames.append(current)
                 if len(frames) >= num_frames:
@@ -150,16 +149,23 @@ def bench_loader(
 
 def format_loader_table(result: dict[str, Any]) -> str:
     rows = [
-        ("clips", f"{result['clips']} x {result['clip_frames']} frames "
-                  f"@ short side {result['short_side']} + {result['audio_seconds']:g} s audio"),
+        (
+            "clips",
+            f"{result['clips']} x {result['clip_frames']} frames "
+            f"@ short side {result['short_side']} + {result['audio_seconds']:g} s audio",
+        ),
         ("store (HDF5 + JPEG)", f"{result['store_clips_per_s']:.1f} clips/s"),
         ("mp4 (PyAV seek+decode)", f"{result['mp4_clips_per_s']:.1f} clips/s"),
         ("speedup", f"{result['speedup']:.1f}x"),
     ]
     speed = result.get("preprocess_video_s_per_s")
     rows.append(
-        ("preprocess", "n/a (store was resumed)" if speed is None else
-         f"{speed:.1f} s of video per s ({result['preprocess_workers']} workers)")
+        (
+            "preprocess",
+            "n/a (store was resumed)"
+            if speed is None
+            else f"{speed:.1f} s of video per s ({result['preprocess_workers']} workers)",
+        )
     )
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

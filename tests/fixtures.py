@@ -44,7 +44,9 @@ def moving_frames(num_frames: int, height: int = 48, width: int = 64, seed: int 
     return frames
 
 
-def tone(seconds: float, sample_rate: int = SR, freq: float = 440.0, amp: float = 0.3) -> np.ndarray:
+def tone(
+    seconds: float, sample_rate: int = SR, freq: float = 440.0, amp: float = 0.3
+) -> np.ndarray:
     """Shape: returns (round(seconds * sample_rate),) float32 in [-1, 1]."""
     t = np.arange(round(seconds * sample_rate)) / sample_rate
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)

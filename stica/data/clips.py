@@ -9,6 +9,7 @@ clip's first frame; videos without audio give zeros (check ``VideoRecord.has_aud
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from dataclasses import dataclass
@@ -169,7 +170,5 @@ class ClipReader:
         self._shards = {}
 
     def __del__(self):
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown
             self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass

@@ -19,6 +19,7 @@ import numpy as np
 # Decode errors tolerated per stream before a file is called corrupt (a few damaged packets in a
 # long file are common and only cost a repeated frame).
 MAX_PACKET_ERRORS = 16
+TIME_EPS = 1e-6  # seconds: an output time equal to a pts up to float error belongs to that frame
 
 
 class DecodeError(Exception):
@@ -133,7 +134,7 @@ class _FrameResampler:
         """Emit the current frame for every output time strictly before ``t_end``."""
         while len(self.outputs) < self.limit:
             t_out = self.t0 + len(self.outputs) / self.fps
-            if t_out >= t_end - 1e-9:
+            if t_out >= t_end - TIME_EPS:
                 break
             if self.converted is None:
                 self.converted = self._convert(self.current[1])
@@ -188,11 +189,14 @@ def _decode_video(container, vstream, astream, fps, short_side, sample_rate, max
             kind = packet.stream.type
             if kind == "video" and not want_video:
                 continue
-            if kind == "audio" and resampler.t0 is not None and not want_video:
-                # enough video decoded; audio beyond the kept span is not needed
-                if packet.pts is not None and packet.time_base is not None:
-                    if float(packet.pts * packet.time_base) > resampler.t0 + limit / fps + 1:
-                        break
+            if (
+                kind == "audio"
+                and not want_video
+                and packet.pts is not None
+                and packet.time_base is not None
+                and float(packet.pts * packet.time_base) > resampler.t0 + limit / fps + 1
+            ):
+                break  # enough video decoded; audio beyond the kept span is not needed
             try:
                 frames = packet.decode()
             except (av.FFmpegError, ValueError) as e:

@@ -31,9 +31,24 @@ from pathlib import Path
 from stica.errors import SticaError
 
 VIDEO_EXTS = frozenset(
-    ".mp4 .avi .mkv .webm .mov .m4v .mpg .mpeg .flv .wmv .3gp .ts .mts .ogv".split()
+    [
+        ".mp4",
+        ".avi",
+        ".mkv",
+        ".webm",
+        ".mov",
+        ".m4v",
+        ".mpg",
+        ".mpeg",
+        ".flv",
+        ".wmv",
+        ".3gp",
+        ".ts",
+        ".mts",
+        ".ogv",
+    ]
 )
-AUDIO_EXTS = frozenset(".wav .flac .ogg .mp3 .m4a .aac .opus".split())
+AUDIO_EXTS = frozenset([".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus"])
 LAYOUTS = ("generic", "ucf101", "hmdb51", "kinetics", "esc50", "dcase2014")
 KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
 

@@ -45,7 +45,9 @@ class PreprocessResult:
     video_seconds: float  # seconds of media decoded in this run (kept shards excluded)
 
     def summary_line(self) -> str:
-        return f"stored {self.stored} / rejected {self.rejected} / without audio {self.without_audio}"
+        return (
+            f"stored {self.stored} / rejected {self.rejected} / without audio {self.without_audio}"
+        )
 
 
 def store_params(cfg: PreprocessConfig) -> dict[str, Any]:
@@ -57,8 +59,9 @@ def store_params(cfg: PreprocessConfig) -> dict[str, Any]:
 
 def assign_ids(items: list[Item]) -> list[str]:
     """Ids are relative paths without extension; the extension is kept where that collides."""
-    stems = [it.path.rsplit(".", 1)[0] if "." in it.path.rsplit("/", 1)[-1] else it.path
-             for it in items]
+    stems = [
+        it.path.rsplit(".", 1)[0] if "." in it.path.rsplit("/", 1)[-1] else it.path for it in items
+    ]
     counts: dict[str, int] = {}
     for s in stems:
         counts[s] = counts.get(s, 0) + 1
@@ -154,7 +157,11 @@ def preprocess(
     found = discover(input_dir, cfg.layout, cfg.test_fraction)
     log.info(
         "preprocess %s -> %s: layout %s, %d inputs, %d classes",
-        input_dir, out_dir, found.layout, len(found.items), len(found.classes),
+        input_dir,
+        out_dir,
+        found.layout,
+        len(found.items),
+        len(found.classes),
     )
     # the store is unfinished from now until meta.json is rewritten
     (out_dir / st.META).unlink(missing_ok=True)
@@ -169,8 +176,15 @@ def preprocess(
     ).hexdigest()
     ids = assign_ids(found.items)
     pairs = [
-        (vid, {"path": it.path, "label": it.label, "label_name": it.label_name,
-               "splits": list(it.splits)})
+        (
+            vid,
+            {
+                "path": it.path,
+                "label": it.label,
+                "label_name": it.label_name,
+                "splits": list(it.splits),
+            },
+        )
         for vid, it in zip(ids, found.items, strict=True)
     ]
     per = cfg.videos_per_shard
@@ -189,8 +203,13 @@ def preprocess(
             continue
         tasks.append(
             {
-                "shard": name, "items": chunk, "out": str(out_dir), "input_root": str(input_dir),
-                "cfg": params, "plan_key": plan_key, "audio_only": found.audio_only,
+                "shard": name,
+                "items": chunk,
+                "out": str(out_dir),
+                "input_root": str(input_dir),
+                "cfg": params,
+                "plan_key": plan_key,
+                "audio_only": found.audio_only,
             }
         )
     if kept:
@@ -214,7 +233,8 @@ def preprocess(
                 "input_dir": str(input_dir.resolve()),
             },
             indent=2,
-        ) + "\n",
+        )
+        + "\n",
     )
     log.info(result.summary_line())
     return result
@@ -257,7 +277,9 @@ def _finish(out_dir: Path, found: Discovery, names: list[str], params) -> Prepro
     for r in rejected[:MAX_LOGGED_REJECTS]:
         log.info("rejected %s: %s", r["path"], r["reason"])
     if len(rejected) > MAX_LOGGED_REJECTS:
-        log.info("... %d more rejected inputs in %s", len(rejected) - MAX_LOGGED_REJECTS, st.REJECTED)
+        log.info(
+            "... %d more rejected inputs in %s", len(rejected) - MAX_LOGGED_REJECTS, st.REJECTED
+        )
     meta = {
         "format": st.FORMAT,
         "format_version": st.FORMAT_VERSION,

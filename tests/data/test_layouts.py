@@ -2,7 +2,7 @@
 
 import pytest
 
-from stica.data.layouts import discover, hash_split, walk_files, VIDEO_EXTS
+from stica.data.layouts import VIDEO_EXTS, discover, hash_split, walk_files
 from stica.errors import SticaError
 from tests import fixtures as fx
 

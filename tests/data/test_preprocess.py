@@ -144,12 +144,29 @@ def test_kill_and_rerun_gives_the_same_store(tmp_path):
         fx.write_video(src / f"c{i % 3}" / f"v{i:02d}.mp4", seconds=1.0, seed=i, audio=i % 4 > 0)
     fx.write_text_as_mp4(src / "c0" / "bad.mp4")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    args = [sys.executable, "-m", "stica", "preprocess", str(src), "--no-progress",
-            "--set", "videos_per_shard=2", "--set", "short_side=32", "--workers", "1"]
+    args = [
+        sys.executable,
+        "-m",
+        "stica",
+        "preprocess",
+        str(src),
+        "--no-progress",
+        "--set",
+        "videos_per_shard=2",
+        "--set",
+        "short_side=32",
+        "--workers",
+        "1",
+    ]
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*args, "--out", str(killed)], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*args, "--out", str(killed)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and len(list(killed.glob("shard-*.h5"))) < 3:
         time.sleep(0.01)
