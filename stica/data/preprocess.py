@@ -9,10 +9,13 @@ after all shards exist. So a killed run, rerun, ends with the same store as an u
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import multiprocessing as mp
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +54,11 @@ class PreprocessResult:
 
 
 def store_params(cfg: PreprocessConfig) -> dict[str, Any]:
-    """The params that determine the store's content (``workers`` only changes speed)."""
+    """The params that determine the store's content (``workers`` and the hang guard
+    ``timeout`` only change speed and pathological cases)."""
     params = to_dict(cfg)
     params.pop("workers", None)
+    params.pop("timeout", None)
     return params
 
 
@@ -77,6 +82,31 @@ def encode_jpeg(quality: int):
     return sink
 
 
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """Reject an input whose decoding hangs (SIGALRM; only where signals can be used: the main
+    thread of a Unix process, which is where pool workers and the CLI run tasks)."""
+    usable = (
+        seconds > 0
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise DecodeError(f"timed out after {seconds:g} s (preprocess.timeout)")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _build_shard(task: dict[str, Any]) -> dict[str, Any]:
     """Decode one chunk of inputs and write its shard. Runs in a worker; never raises for a bad
     input file: each either becomes a row or a rejected entry."""
@@ -87,15 +117,16 @@ def _build_shard(task: dict[str, Any]) -> dict[str, Any]:
     seconds = 0.0
     for vid, item in task["items"]:
         try:
-            decoded = decode_media(
-                root / item["path"],
-                fps=cfg["fps"],
-                short_side=cfg["short_side"],
-                sample_rate=cfg["sample_rate"],
-                max_duration=cfg["max_duration"],
-                audio_only=task["audio_only"],
-                frame_sink=sink,
-            )
+            with _time_limit(task["timeout"]):
+                decoded = decode_media(
+                    root / item["path"],
+                    fps=cfg["fps"],
+                    short_side=cfg["short_side"],
+                    sample_rate=cfg["sample_rate"],
+                    max_duration=cfg["max_duration"],
+                    audio_only=task["audio_only"],
+                    frame_sink=sink,
+                )
             if decoded.duration < cfg["min_duration"]:
                 raise DecodeError(
                     f"too short ({decoded.duration:.2f} s < min_duration {cfg['min_duration']} s)"
@@ -208,6 +239,7 @@ def preprocess(
                 "out": str(out_dir),
                 "input_root": str(input_dir),
                 "cfg": params,
+                "timeout": cfg.timeout,
                 "plan_key": plan_key,
                 "audio_only": found.audio_only,
             }

@@ -131,6 +131,7 @@ def _store_content(root: Path) -> dict:
     out = {name: (root / name).read_bytes() for name in ("manifest.jsonl", "rejected.jsonl")}
     out["meta"] = json.loads((root / "meta.json").read_text())
     for shard in sorted(root.glob("shard-*.h5")):
+        out[shard.name] = shard.read_bytes()  # deterministic HDF5: byte-identical shards
         with h5py.File(shard) as f:
             for key in f:
                 out[f"{shard.name}/{key}"] = f[key][()].tobytes()
@@ -193,3 +194,10 @@ def test_rerun_skips_finished_shards_and_params_change_rebuilds(tmp_path):
         tmp_path / "in", tmp_path / "s", _cfg(videos_per_shard=2, fps=15.0), progress=False
     )
     assert changed.shards_built == 3 and Store(tmp_path / "s").meta.fps == 15.0
+
+
+def test_timeout_guard_rejects_a_slow_input(tmp_path):
+    fx.write_video(tmp_path / "in" / "a" / "v.mp4", seconds=1.0)
+    result = preprocess(tmp_path / "in", tmp_path / "s", _cfg(timeout=1e-4), progress=False)
+    store = Store(tmp_path / "s")
+    assert result.stored == 0 and "timed out" in dict(store.rejected)["a/v.mp4"]
