@@ -23,6 +23,9 @@ from stages.common import load_config, params_options
 def preprocess(input_dir, out_dir, workers, no_progress, params_path, overrides):
     """Decode INPUT_DIR (any supported layout) into HDF5 shards of JPEG frames + int16 audio.
 
+    Layouts (preprocess.layout): auto, generic (CLASS/ or train|test/CLASS/ folders), ucf101,
+    hmdb51, kinetics (CSV), esc50, dcase2014.
+
     Resumable: rerunning after an interruption keeps finished shards. Bad inputs are listed
     with a reason in STORE/rejected.jsonl; the run ends with `stored N / rejected M / without
     audio K`.

@@ -92,7 +92,11 @@ class _Shard:
 
 class ClipReader:
     """Reads clips from a store. Picklable: HDF5 handles are opened lazily in the process that
-    reads (and reopened after a fork), so it is safe in DataLoader workers."""
+    reads (and reopened after a fork), so it is safe in DataLoader workers.
+
+    Short videos follow the module's rule: start clamped to [0, duration - clip length],
+    last frame repeated and audio zero-padded when the video is shorter than the clip.
+    """
 
     def __init__(self, store: Store | str | Path):
         self.store = store if isinstance(store, Store) else Store(store)
