@@ -84,6 +84,7 @@ class PreprocessConfig:
     test_fraction: float = 0.2  # generic layout without train/ test/ folders: hashed split
     videos_per_shard: int = 32
     workers: int = 2
+    timeout: float = 600.0  # seconds per input before it is rejected as hung; 0 = no limit
 
     def __post_init__(self) -> None:
         _check(self.fps > 0, "preprocess.fps", "must be > 0")
@@ -95,6 +96,7 @@ class PreprocessConfig:
         _check(0 < self.test_fraction < 1, "preprocess.test_fraction", "must be in (0, 1)")
         _check(self.videos_per_shard >= 1, "preprocess.videos_per_shard", "must be >= 1")
         _check(self.workers >= 0, "preprocess.workers", "must be >= 0 (0 = in-process)")
+        _check(self.timeout >= 0, "preprocess.timeout", "must be >= 0 (0 = no limit)")
 
 
 # --- model (owner: models) ---------------------------------------------------------------
