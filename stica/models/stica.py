@@ -121,16 +121,19 @@ class SticaModel(nn.Module):
         spec: torch.Tensor | None = None,
         crops: FeatureCropConfig | None = None,
         generator: torch.Generator | None = None,
+        crop_views: int | None = None,
     ) -> dict[str, Any]:
         """Embeddings of one training step.
 
         ``videos`` are RGB crops of the same B samples (e.g. L1, L2, and any multi-crop smalls);
-        crops of equal shape share ONE trunk call. With ``crops``, feature crops are cut from every
-        video's map (offsets drawn from ``generator``) and embedded one call per crop shape.
+        crops of equal shape share ONE trunk call. With ``crops``, feature crops are cut from the
+        maps of the first ``crop_views`` videos (default: all; e.g. 2 for L1, L2 when small
+        multi-crop videos follow), offsets drawn from ``generator``, one embedding call per crop
+        shape.
 
         Returns:
             ``"video"``: list of (B, E), one per input video;
-            ``"crops"`` (when ``crops``): list, one per video, of
+            ``"crops"`` (when ``crops``): list, one per cropped video, of
             ``{"medium": (Km, B, E), "small": (Ks, B, E)}`` (K may be 0);
             ``"audio"``: (B, E) when ``spec`` (B, 1, n_mels, frames) is given.
         """
@@ -138,31 +141,36 @@ class SticaModel(nn.Module):
         if videos:
             if crops is not None and generator is None:
                 raise ValueError("feature crops need an explicit torch.Generator")
+            n_crop = 0 if crops is None else len(videos) if crop_views is None else crop_views
             out["video"] = [None] * len(videos)
             if crops is not None:
-                out["crops"] = [None] * len(videos)
+                out["crops"] = [None] * n_crop
             by_shape: dict[tuple[int, ...], list[int]] = {}
             for i, v in enumerate(videos):
                 by_shape.setdefault(tuple(v.shape), []).append(i)
             for idx in by_shape.values():
-                self._embed_same_shape([videos[i] for i in idx], idx, crops, generator, out)
+                self._embed_same_shape(videos, idx, crops, generator, n_crop, out)
         if spec is not None:
             out["audio"] = self.embed_audio(spec)
         return out
 
-    def _embed_same_shape(self, videos, idx, crops, generator, out) -> None:
-        v, b = len(videos), videos[0].shape[0]
-        fmap = self.video_map(torch.cat(videos))  # (V*B, D, T1, H1, W1)
+    def _embed_same_shape(self, videos, idx, crops, generator, n_crop, out) -> None:
+        """Trunk + embeddings for the videos ``idx`` (all of one shape) in one call each."""
+        b = videos[idx[0]].shape[0]
+        fmap = self.video_map(torch.cat([videos[i] for i in idx]))  # (V*B, D, T1, H1, W1)
         z = self.embed_video_map(fmap)  # (V*B, E)
         for j, i in enumerate(idx):
             out["video"][i] = z[j * b : (j + 1) * b]
-        if crops is None:
+        cropped = [j for j, i in enumerate(idx) if i < n_crop]
+        if not cropped:
             return
-        groups = sample_crops(crops, fmap.shape, v * b, generator, fmap.device)
-        views = embed_crops(self.embed_video_map, fmap, groups)  # scale -> (K, V*B, E)
-        for j, i in enumerate(idx):
-            out["crops"][i] = {
-                s: views[s][:, j * b : (j + 1) * b]
+        if len(cropped) < len(idx):
+            fmap = fmap.unflatten(0, (len(idx), b))[cropped].flatten(0, 1)  # (Vc*B, D, ...)
+        groups = sample_crops(crops, fmap.shape, len(cropped) * b, generator, fmap.device)
+        views = embed_crops(self.embed_video_map, fmap, groups)  # scale -> (K, Vc*B, E)
+        for c, j in enumerate(cropped):
+            out["crops"][idx[j]] = {
+                s: views[s][:, c * b : (c + 1) * b]
                 if s in views
                 else fmap.new_zeros(0, b, self.config.embed_dim)
                 for s in SCALES
