@@ -101,8 +101,104 @@ class PreprocessConfig:
 
 # --- model (owner: models) ---------------------------------------------------------------
 
+# Channel width of the trunks' last block, by trunk kind ("small" trunks scale with ``width``).
+VIDEO_TRUNK_DIMS = {"r2plus1d_18": 512}
+AUDIO_TRUNK_DIMS = {"resnet9": 512}
+SMALL_TRUNK_WIDTH_MULTIPLIER = 8  # small trunks: width, 2w, 4w, 8w channels
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The STiCA model (``pretrain.model``); saved in every checkpoint and rebuilt from it.
+
+    Defaults are the CPU demo profile; the paper profile's values are in the comments.
+    """
+
+    video_trunk: Literal["small", "r2plus1d_18"] = "small"  # paper: r2plus1d_18
+    audio_trunk: Literal["small", "resnet9"] = "small"  # paper: resnet9
+    width: int = (
+        32  # small trunks' first-block channels (w, 2w, 4w, 8w); unused by the paper trunks
+    )
+    pooling: Literal["avg", "transformer"] = "transformer"  # paper: transformer (STiCA) or avg
+    transformer_layers: int = 2  # paper: 2
+    transformer_heads: int = 4  # paper: 4
+    transformer_dropout: float = 0.0  # 0 keeps batched feature crops == one-at-a-time crops
+    head_hidden: int = 256  # paper: 512
+    embed_dim: int = 128  # paper: 256
+    max_time: int = 16  # longest trunk map (T1) the position embeddings cover; paper T1 = 4 (30 f)
+
+    @property
+    def video_dim(self) -> int:
+        """D, the channels of the video trunk's map (the pooled feature size)."""
+        return VIDEO_TRUNK_DIMS.get(self.video_trunk, SMALL_TRUNK_WIDTH_MULTIPLIER * self.width)
+
+    @property
+    def audio_dim(self) -> int:
+        """Channels of the audio trunk's last map (the pooled audio feature size)."""
+        return AUDIO_TRUNK_DIMS.get(self.audio_trunk, SMALL_TRUNK_WIDTH_MULTIPLIER * self.width)
+
+    def __post_init__(self) -> None:
+        p = "pretrain.model"
+        _check(self.width >= 4, f"{p}.width", "must be >= 4")
+        _check(self.transformer_layers >= 1, f"{p}.transformer_layers", "must be >= 1")
+        _check(self.transformer_heads >= 1, f"{p}.transformer_heads", "must be >= 1")
+        _check(
+            self.video_dim % self.transformer_heads == 0,
+            f"{p}.transformer_heads",
+            f"= {self.transformer_heads} must divide the video feature size {self.video_dim}",
+        )
+        _check(0 <= self.transformer_dropout < 1, f"{p}.transformer_dropout", "must be in [0, 1)")
+        _check(self.head_hidden >= 1, f"{p}.head_hidden", "must be >= 1")
+        _check(self.embed_dim >= 1, f"{p}.embed_dim", "must be >= 1")
+        _check(self.max_time >= 1, f"{p}.max_time", "must be >= 1")
+
 
 # --- feature crops (owner: models) -----------------------------------------------------------
+
+CROP_GROUPS = ("space_medium", "space_small", "time_medium", "time_small")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureCropConfig:
+    """Feature crops of the video trunk's map (``pretrain.crops``, paper sec. 3.2).
+
+    Spatial crops keep the full time extent, temporal crops the full spatial extent; each crop is
+    its own view. Defaults suit the demo's 4x4x4 map (space 2x3^2 + 4x2^2, time 2x3 + 1x2); the
+    paper best on the 4x7x7 map is space 2x6^2 + 4x4^2, time 2x3 + 1x2.
+    """
+
+    space_medium: int = 2  # paper: 2
+    space_medium_size: int = 3  # paper: 6 (of 7)
+    space_small: int = 4  # paper: 4
+    space_small_size: int = 2  # paper: 4 (of 7)
+    time_medium: int = 2  # paper: 2
+    time_medium_size: int = 3  # paper: 3 (of 4)
+    time_small: int = 1  # paper: 1
+    time_small_size: int = 2  # paper: 2 (of 4)
+
+    def __post_init__(self) -> None:
+        for group in CROP_GROUPS:
+            _check(getattr(self, group) >= 0, f"pretrain.crops.{group}", "must be >= 0")
+            size = f"{group}_size"
+            _check(getattr(self, size) >= 1, f"pretrain.crops.{size}", "must be >= 1")
+
+    def validate(self, map_shape: typing.Sequence[int]) -> None:
+        """Refuse crops larger than the trunk's map; ``map_shape`` ends with (T1, H1, W1)."""
+        t1, h1, w1 = (int(s) for s in map_shape[-3:])
+        for group in ("space_medium", "space_small"):
+            size = getattr(self, f"{group}_size")
+            if getattr(self, group) and size > min(h1, w1):
+                raise ConfigError(
+                    f"param 'pretrain.crops.{group}_size' = {size} is larger than the "
+                    f"{h1}x{w1} feature map"
+                )
+        for group in ("time_medium", "time_small"):
+            size = getattr(self, f"{group}_size")
+            if getattr(self, group) and size > t1:
+                raise ConfigError(
+                    f"param 'pretrain.crops.{group}_size' = {size} is longer than the "
+                    f"{t1} time steps of the feature map"
+                )
 
 
 # --- audio front end and augmentation (owner: losses/augment) ----------------------------------

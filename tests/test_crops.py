@@ -1,0 +1,119 @@
+"""Feature crops: geometry from the map and config, and batched == one crop at a time."""
+
+import itertools
+
+import pytest
+import torch
+
+from stica.config import ConfigError, FeatureCropConfig, ModelConfig
+from stica.crops import crop_sizes, embed_crops, embed_crops_loop, gather_crops, sample_crops
+from stica.errors import SticaError
+from stica.models import SticaModel
+
+PAPER_CROPS = FeatureCropConfig(
+    space_medium_size=6, space_small_size=4, time_medium_size=3, time_small_size=2
+)
+
+
+def test_sizes_come_from_config_and_map_shape():
+    demo = crop_sizes(FeatureCropConfig(), (64, 4, 4, 4))
+    assert demo == [
+        ("space_medium", "medium", 2, (4, 3, 3)),
+        ("space_small", "small", 4, (4, 2, 2)),
+        ("time_medium", "medium", 2, (3, 4, 4)),
+        ("time_small", "small", 1, (2, 4, 4)),
+    ]
+    paper = crop_sizes(PAPER_CROPS, (512, 4, 7, 7))
+    assert [size for *_, size in paper] == [(4, 6, 6), (4, 4, 4), (3, 7, 7), (2, 7, 7)]
+    # A group with count 0 is skipped, even if its size would not fit.
+    none_small = FeatureCropConfig(space_small=0, space_small_size=9, time_small=0)
+    assert [name for name, *_ in crop_sizes(none_small, (4, 4, 4))] == [
+        "space_medium",
+        "time_medium",
+    ]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"space_medium_size": 8}, "'pretrain.crops.space_medium_size' = 8 is larger than the 7x7"),
+        ({"space_small_size": 9}, "'pretrain.crops.space_small_size' = 9 is larger than the 7x7"),
+        ({"time_medium_size": 5}, "'pretrain.crops.time_medium_size' = 5 is longer than the 4"),
+    ],
+)
+def test_crop_larger_than_map_raises_with_param_name(override, message):
+    config = FeatureCropConfig(**{**PAPER_CROPS.__dict__, **override})
+    with pytest.raises(SticaError, match=message):
+        config.validate((512, 4, 7, 7))
+    with pytest.raises(ConfigError):
+        sample_crops(config, (4, 7, 7), 2, torch.Generator())
+
+
+def test_bad_counts_and_sizes_are_refused():
+    with pytest.raises(ConfigError, match="pretrain.crops.time_small"):
+        FeatureCropConfig(time_small=-1)
+    with pytest.raises(ConfigError, match="pretrain.crops.space_small_size"):
+        FeatureCropConfig(space_small_size=0)
+
+
+def test_every_crop_inside_the_map_and_every_offset_reachable():
+    map_shape, batch = (4, 7, 7), 16
+    groups = sample_crops(PAPER_CROPS, map_shape, batch, torch.Generator().manual_seed(0))
+    seen = {g.name: set() for g in groups}
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        for g in sample_crops(PAPER_CROPS, map_shape, batch, gen):
+            assert g.offsets.shape == (getattr(PAPER_CROPS, g.name), batch, 3)
+            assert g.offsets.dtype == torch.long and (g.offsets >= 0).all()
+            ends = g.offsets + torch.tensor(g.size)
+            assert (ends <= torch.tensor(map_shape)).all()
+            seen[g.name] |= {tuple(o) for o in g.offsets.view(-1, 3).tolist()}
+    for g in groups:
+        ranges = [range(m - s + 1) for m, s in zip(map_shape, g.size, strict=True)]
+        assert seen[g.name] == set(itertools.product(*ranges)), g.name
+
+
+def test_offsets_follow_the_generator_and_differ_per_crop_and_sample():
+    a = sample_crops(PAPER_CROPS, (4, 7, 7), 8, torch.Generator().manual_seed(3))
+    b = sample_crops(PAPER_CROPS, (4, 7, 7), 8, torch.Generator().manual_seed(3))
+    c = sample_crops(PAPER_CROPS, (4, 7, 7), 8, torch.Generator().manual_seed(4))
+    assert all(torch.equal(x.offsets, y.offsets) for x, y in zip(a, b, strict=True))
+    assert any(not torch.equal(x.offsets, y.offsets) for x, y in zip(a, c, strict=True))
+    small = a[1].offsets[..., 1:]  # (4, 8, 2) spatial offsets of the small crops
+    assert len({tuple(o) for o in small.reshape(-1, 2).tolist()}) > 4
+
+
+def test_gather_cuts_the_same_values_as_slicing():
+    fmap = torch.randn(3, 5, 4, 7, 7)
+    for group in sample_crops(PAPER_CROPS, fmap.shape, 3, torch.Generator().manual_seed(1)):
+        crops, time_offset = gather_crops(fmap, group)
+        k, b = group.count, 3
+        assert crops.shape == (k * b, 5, *group.size)
+        t, h, w = group.size
+        for kk, i in itertools.product(range(k), range(b)):
+            t0, y0, x0 = group.offsets[kk, i].tolist()
+            expected = fmap[i, :, t0 : t0 + t, y0 : y0 + h, x0 : x0 + w]
+            assert torch.equal(crops[kk * b + i], expected)
+            assert time_offset[kk * b + i] == t0
+
+
+@pytest.mark.parametrize("pooling", ["avg", "transformer"])
+def test_batched_crops_equal_one_crop_at_a_time_in_train_mode(pooling):
+    torch.manual_seed(0)
+    model = SticaModel(ModelConfig(width=8, pooling=pooling, head_hidden=32, embed_dim=16)).train()
+    fmap = torch.randn(3, 64, 4, 4, 4, requires_grad=True)
+    config = FeatureCropConfig()
+
+    groups = sample_crops(config, fmap.shape, 3, torch.Generator().manual_seed(7))
+    batched = embed_crops(model.embed_video_map, fmap, groups)
+    groups_again = sample_crops(config, fmap.shape, 3, torch.Generator().manual_seed(7))
+    looped = embed_crops_loop(model.embed_video_map, fmap, groups_again)
+
+    assert batched.keys() == looped.keys() == {"medium", "small"}
+    assert batched["medium"].shape == (4, 3, 16) and batched["small"].shape == (5, 3, 16)
+    for scale in batched:
+        torch.testing.assert_close(batched[scale], looped[scale], atol=1e-5, rtol=1e-5)
+    # Same gradients back into the trunk's map, too.
+    (g_batched,) = torch.autograd.grad(sum(v.pow(3).sum() for v in batched.values()), fmap)
+    (g_looped,) = torch.autograd.grad(sum(v.pow(3).sum() for v in looped.values()), fmap)
+    torch.testing.assert_close(g_batched, g_looped, atol=1e-5, rtol=1e-5)
