@@ -18,7 +18,9 @@ from stica.logs import setup_logging
     help="Pretrain checkpoint, or 'random' for the randomly initialised baseline "
     "(architecture from the pretrain section of params.yaml).",
 )
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Features HDF5 to write.")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="Features HDF5 to write."
+)
 @params_options
 def extract_features(store, ckpt, out, params_path, overrides):
     """Features of every video of STORE: 10 uniform clips, max-pooled trunk maps, averaged, L2-normalised.

@@ -20,7 +20,9 @@ from stica.logs import setup_logging
     default=False,
     help="Continue from the training state left by an interrupted run with the same params.",
 )
-@click.option("--max-steps", type=click.IntRange(min=1), help="Stop (and checkpoint) after N steps.")
+@click.option(
+    "--max-steps", type=click.IntRange(min=1), help="Stop (and checkpoint) after N steps."
+)
 @params_options
 def pretrain(store, out, log_csv, metrics, resume, max_steps, params_path, overrides):
     """Pretrain the video and audio encoders on STORE (the `pretrain` section of params.yaml).

@@ -100,7 +100,9 @@ def audio_eval(
         random_model, random_info = load_encoder(
             "random", _config_of(info["params"], random_config), seed=config.seed
         )
-        results["random_init"] = _probe(random_model, random_info, reader, records, protocol, config)
+        results["random_init"] = _probe(
+            random_model, random_info, reader, records, protocol, config
+        )
     reader.close()
     return {
         "protocol": {

@@ -16,7 +16,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from stica.config import AudioConfig, AugmentConfig, FeaturesConfig, PretrainConfig, from_dict, to_dict
+from stica.config import (
+    AudioConfig,
+    AugmentConfig,
+    FeaturesConfig,
+    PretrainConfig,
+    from_dict,
+    to_dict,
+)
 from stica.data.audio import LogMel
 from stica.data.augment import EvalTransform
 from stica.data.datasets import UniformClips
@@ -103,7 +110,11 @@ def extract_features(
         has_audio=has_audio,
     )
     partial_path(out).unlink(missing_ok=True)
-    return {"videos": len(records), "with_audio": int(has_audio.sum()), "checkpoint": info["checkpoint"]}
+    return {
+        "videos": len(records),
+        "with_audio": int(has_audio.sum()),
+        "checkpoint": info["checkpoint"],
+    }
 
 
 def _chunk_features(model, transform, logmel, store, chunk, num_frames, config, device):

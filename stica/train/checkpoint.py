@@ -139,7 +139,11 @@ def load_encoder(ckpt: str | Path, random_config: Any, seed: int = 0) -> tuple[A
     if str(ckpt) == "random":
         torch.manual_seed(seed)
         model = build_model(random_config.model)
-        return model, {"checkpoint": "random", "params": to_dict(random_config), "manifest_hash": None}
+        return model, {
+            "checkpoint": "random",
+            "params": to_dict(random_config),
+            "manifest_hash": None,
+        }
     payload = load_checkpoint(ckpt, kind="pretrain")
     try:
         model = build_model(payload["model_config"])

@@ -230,7 +230,9 @@ def pretrain(
             state = TrainState(epoch=ckpt["epoch"], step=ckpt["step"])
             log.info(f"resuming from {state_file} at epoch {state.epoch}, step {state.step}")
         else:
-            log.warning(f"{state_file}: params or store changed since it was written; starting over")
+            log.warning(
+                f"{state_file}: params or store changed since it was written; starting over"
+            )
     elif not resume and state_file.exists() and dist.is_main_process():
         state_file.unlink()
 

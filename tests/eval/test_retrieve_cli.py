@@ -121,9 +121,8 @@ def test_gallery_from_a_real_store(tmp_path):
     """End to end with the data store: preprocess tiny real mp4s, then the PNG gallery."""
     pytest.importorskip("stica.data.store")
     pytest.importorskip("stages.preprocess")
-    from stica.data.store import Store
-
     from stica.data.encode import write_mp4
+    from stica.data.store import Store
     from stica.eval.plots import gallery_size_px
 
     rng = np.random.default_rng(0)
