@@ -1,0 +1,57 @@
+"""``stica audio-eval``: linear probe on the frozen audio trunk (ESC-50 / DCASE2014 protocols)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from stages.common import load_config, params_options
+from stica.logs import setup_logging
+
+
+@click.command("audio-eval")
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--ckpt", required=True, help="Pretrain checkpoint, or 'random'.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Metrics JSON to write.")
+@click.option(
+    "--baseline/--no-baseline",
+    default=True,
+    help="Also probe a randomly initialised audio trunk of the same architecture.",
+)
+@params_options
+def audio_eval(store, ckpt, out, baseline, params_path, overrides):
+    """Top-1 of a linear classifier on the frozen audio trunk's pooled activations.
+
+    ESC-50 stores: 10 two-second sub-clips per sample, mean over the 5 folds; DCASE2014: 60
+    one-second sub-clips; other stores (the demo set): ESC-50 sub-clips on split 1.
+    """
+    from stica.config import load_section
+    from stica.eval.audio_eval import audio_eval as run
+    from stica.eval.metrics import baseline_block, environment, write_json
+
+    config = load_config("audio_eval", params_path, overrides)
+    random_config = load_section("pretrain", params_path)
+    setup_logging(Path(out).with_suffix(".log"))
+    result = run(store, ckpt, config, random_config, baseline=baseline)
+    from stica.data.store import Store
+
+    pretrained = result["pretrained"]
+    random_init = result.get("random_init")
+    metrics = {
+        "top1": baseline_block(
+            {"top1": pretrained["top1"]}, {"top1": random_init["top1"]} if random_init else None
+        )["top1"],
+        "protocol": result["protocol"],
+        "samples": result["samples"],
+        "checkpoint": result["checkpoint"],
+        "pretrained": pretrained,
+        "random_init": random_init,
+        "manifest_hash": Store(store).manifest_hash(),
+        "environment": environment(),
+    }
+    write_json(out, metrics)
+    line = f"audio top-1 {pretrained['top1']:.4f}"
+    if random_init:
+        line += f" (random init {random_init['top1']:.4f})"
+    click.echo(f"{line} -> {out}")
