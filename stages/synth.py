@@ -28,7 +28,8 @@ from stica.logs import setup_logging
 def synth(out: Path, workers: int, params_path: str | None, overrides: tuple[str, ...]) -> None:
     """Write the demo set: classes carried by motion and synchronised sound, not by appearance."""
     cfg = load_config("synth", params_path, overrides)
-    from stica.data.synth import LOG_FILE, generate
+    from stica.data.synth import LOG_FILE, generate, prepare_out
 
+    prepare_out(out)  # refuse a foreign folder before writing a log file into it
     setup_logging(out / LOG_FILE)
     generate(cfg, out, workers=workers)

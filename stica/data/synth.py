@@ -371,7 +371,8 @@ def render_audio(
             sound[start:stop] += burst[: stop - start]
 
     sound += rng.standard_normal(len(t)) * rng.uniform(0.003, 0.03)
-    sound *= rng.uniform(0.3, 0.8) / max(np.max(np.abs(sound)), 1e-9)
+    # Peak 0.25 .. 0.6: a random volume, with headroom because AAC overshoots sharp clicks.
+    sound *= rng.uniform(0.25, 0.6) / max(np.max(np.abs(sound)), 1e-9)
     return sound.astype(np.float32)
 
 
@@ -453,7 +454,9 @@ class SynthSummary:
     out: Path
 
 
-def _prepare_out(out: Path) -> None:
+def prepare_out(out: Path) -> None:
+    """Make ``out`` ready for a new demo set; an earlier demo set there is replaced, anything
+    else is refused (the log file of an earlier run is kept and appended to)."""
     if out.exists() and not out.is_dir():
         raise SticaError(f"--out {out}: exists and is not a directory")
     if out.is_dir() and any(p.name != LOG_FILE for p in out.iterdir()):
@@ -496,7 +499,7 @@ def generate(
     if workers < 0:
         raise SticaError(f"--workers must be >= 0, got {workers}")
     out = Path(out)
-    _prepare_out(out)
+    prepare_out(out)
     todo = jobs(cfg)
     for split in SPLITS:
         for c in CLASSES[: cfg.classes]:
