@@ -68,7 +68,8 @@ class TransformerPool(nn.Module):
                 f"param 'pretrain.model.max_time' = {self.max_time} is shorter than the "
                 f"{t} time steps of the video feature map (use more, or fewer frames)"
             )
-        tokens = fmap.mean(dim=(3, 4)).transpose(1, 2)  # (N, t, D)
+        # Contiguous tokens: the encoder's linear layers are much slower on the transposed view.
+        tokens = fmap.mean(dim=(3, 4)).transpose(1, 2).contiguous()  # (N, t, D)
         steps = torch.arange(t, device=fmap.device)  # (t,)
         if time_offset is None:
             pos = self.position[steps].unsqueeze(0)  # (1, t, D)
