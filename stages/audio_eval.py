@@ -13,7 +13,9 @@ from stica.logs import setup_logging
 @click.command("audio-eval")
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--ckpt", required=True, help="Pretrain checkpoint, or 'random'.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Metrics JSON to write.")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="Metrics JSON to write."
+)
 @click.option(
     "--baseline/--no-baseline",
     default=True,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from stages.common import load_config, params_options
+
 
 @click.group()
 def bench():
@@ -31,6 +33,50 @@ def loader(store, videos_dir, clips, frames, seed, json_out):
 
     result = bench_loader(store, videos_dir, num_clips=clips, clip_frames=frames, seed=seed)
     click.echo(format_loader_table(result))
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+@bench.command()
+@click.option(
+    "--profile",
+    type=click.Choice(["params", "paper"]),
+    default="params",
+    show_default=True,
+    help="'params': the pretrain section of params.yaml (the demo profile as committed); "
+    "'paper': R(2+1)D-18 / ResNet-9, 30 frames at 112^2 (profiles/paper.yaml).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=2),
+    default=None,
+    help="[default: 8 per GPU as the paper, 16 on CPU]",
+)
+@click.option("--steps", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--device", default=None, help="torch device [default: cuda if available, else cpu]")
+@click.option("--only", multiple=True, help="Run only strategies whose name contains this text.")
+@click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write JSON here.")
+@params_options
+def train(profile, batch_size, steps, warmup, device, only, json_out, params_path, overrides):
+    """Table 1f on this machine: step time, samples/s and peak memory of every cropping strategy
+    (avg and transformer pooling), relative to the two-RGB-crop step; plus batched vs looped
+    feature crops."""
+    import torch
+
+    from stica.bench import bench_train, format_train_table, train_strategies
+
+    if profile == "paper":
+        params_path = str(Path(__file__).resolve().parents[1] / "profiles" / "paper.yaml")
+    config = load_config("pretrain", params_path, overrides)
+    if batch_size is None:
+        batch_size = 8 if torch.cuda.is_available() else 16
+    strategies = [s for s in train_strategies() if not only or any(o in s.name for o in only)]
+    if not strategies:
+        raise click.BadParameter("no strategy matches", param_hint="--only")
+    result = bench_train(config, batch_size, steps, warmup, device, strategies)
+    click.echo(format_train_table(result))
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(result, indent=2) + "\n")

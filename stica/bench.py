@@ -1,16 +1,23 @@
-"""Benchmarks. ``bench_loader``: clips/s read from a store vs decoded straight from the mp4s."""
+"""Benchmarks. ``bench_loader``: clips/s read from a store vs decoded straight from the mp4s.
+``bench_train``: the training step of every Table 1f strategy, and batched vs looped feature crops.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
+import torch
 
+from stica.config import FeatureCropConfig, PretrainConfig
 from stica.data.clips import ClipReader
 from stica.data.decode import TIME_EPS, output_size
 from stica.data.store import TIMING, Store
@@ -169,3 +176,203 @@ def format_loader_table(result: dict[str, Any]) -> str:
     )
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Training-step benchmark: the paper's Table 1f on whatever machine runs it
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainStrategy:
+    name: str
+    mode: str
+    pooling: str
+    small_rgb_crops: int = 0
+    crops: str = (
+        ""  # "" (none), "full" (1 x map^2, 1 x T1) or "best" (paper best, scaled to the map)
+    )
+
+
+def train_strategies() -> list[TrainStrategy]:
+    """Table 1f's columns, each with average and transformer pooling."""
+    out = []
+    for pooling in ("avg", "transformer"):
+        out += [
+            TrainStrategy("default (1x RGB)", "default", pooling),
+            TrainStrategy("two RGB crops", "two_crops", pooling),
+            TrainStrategy("multi RGB 2+1 small", "multi_crops", pooling, small_rgb_crops=1),
+            TrainStrategy("multi RGB 2+2 small", "multi_crops", pooling, small_rgb_crops=2),
+            TrainStrategy("feature crops (1xfull, 1xT1)", "feature_crops", pooling, crops="full"),
+            TrainStrategy("feature crops (paper best)", "feature_crops", pooling, crops="best"),
+        ]
+    return out
+
+
+def crops_for_map(kind: str, map_shape: tuple[int, ...]) -> FeatureCropConfig:
+    """Feature crops of Table 1f expressed relative to the map, so they fit any trunk.
+
+    On R(2+1)D-18's 4x7x7 map "best" is the paper's space 2x6^2 + 4x4^2, time 2x3 + 1x2 and
+    "full" is (1x7^2, 1x4).
+    """
+    t1, h1 = int(map_shape[-3]), int(min(map_shape[-2:]))
+    if kind == "full":
+        return FeatureCropConfig(1, h1, 0, 1, 1, t1, 0, 1)
+    medium, small = max(1, h1 - 1), max(1, round(h1 * 4 / 7))
+    t_medium, t_small = max(1, t1 - 1), max(1, round(t1 / 2))
+    return FeatureCropConfig(2, medium, 4, small, 2, t_medium, 1, t_small)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_train(
+    base: PretrainConfig,
+    batch_size: int,
+    steps: int = 3,
+    warmup: int = 1,
+    device: str | None = None,
+    strategies: list[TrainStrategy] | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    fps: float = 30.0,
+) -> dict[str, Any]:
+    """Time full optimisation steps (augmentation, forward, loss, backward, SGD) per strategy on
+    synthetic uint8 clips; report step time, samples/s, peak memory and the ratio to two RGB crops.
+    Also times the batched feature-crop path against a per-crop Python loop."""
+    from stica.models.stica import build_model
+    from stica.train.pretrain import StepComputer
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    size = base.augment.crop_size
+    height = height or round(size * 128 / 112)  # frames a little larger than the crop, as stored
+    width = width or round(height * 4 / 3)
+    gen = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (batch_size, base.num_frames, height, width, 3), generator=gen)
+    frames = frames.to(torch.uint8)
+    samples = round(base.num_frames / fps * base.audio.sample_rate)
+    audio = torch.randn(batch_size, samples, generator=gen) * 0.1
+    rows = []
+    for strategy in strategies or train_strategies():
+        model_cfg = dataclasses.replace(base.model, pooling=strategy.pooling)
+        torch.manual_seed(0)
+        model = build_model(model_cfg).to(dev)
+        map_shape = model.video_map_shape(base.num_frames, size, size)
+        cfg = dataclasses.replace(
+            base,
+            mode=strategy.mode,
+            model=model_cfg,
+            small_rgb_crops=max(1, strategy.small_rgb_crops),
+            crops=crops_for_map(strategy.crops or "best", map_shape),
+        )
+        step_fn = StepComputer(cfg, model, dev)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        times = []
+        for i in range(warmup + steps):
+            _sync(dev)
+            t0 = time.perf_counter()
+            losses = step_fn(frames, audio, torch.Generator().manual_seed(i))
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            optimizer.step()
+            _sync(dev)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+        step_s = statistics.median(times)
+        rows.append(
+            {
+                "strategy": strategy.name,
+                "pooling": strategy.pooling,
+                "mode": strategy.mode,
+                "crops": dataclasses.asdict(cfg.crops)
+                if strategy.mode == "feature_crops"
+                else None,
+                "step_s": step_s,
+                "samples_per_s": batch_size / step_s,
+                "peak_memory_mb": (
+                    torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
+                ),
+                "vv_terms": int(losses["n_vv_terms"]),
+            }
+        )
+        del model, optimizer, step_fn
+    for row in rows:
+        ref = next(r for r in rows if r["mode"] == "two_crops" and r["pooling"] == row["pooling"])
+        row["ratio_to_two_crops"] = row["step_s"] / ref["step_s"]
+    return {
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "batch_size": batch_size,
+        "num_frames": base.num_frames,
+        "crop_size": size,
+        "video_trunk": base.model.video_trunk,
+        "autocast": "bf16" if dev.type == "cuda" else "off (fp32 on CPU)",
+        "steps": steps,
+        "rows": rows,
+        "crop_path": bench_crop_path(base, batch_size, dev, steps=max(steps, 3)),
+    }
+
+
+def bench_crop_path(
+    base: PretrainConfig, batch_size: int, dev: torch.device, steps: int = 3
+) -> dict[str, Any]:
+    """Forward + backward of the paper-best feature crops: one batched call per crop shape vs a
+    Python loop over crops and samples (the naive implementation)."""
+    from stica.crops import embed_crops, embed_crops_loop, sample_crops
+    from stica.models.stica import build_model
+
+    model = build_model(dataclasses.replace(base.model, pooling="transformer")).to(dev)
+    size = base.augment.crop_size
+    shape = model.video_map_shape(base.num_frames, size, size)
+    crops = crops_for_map("best", shape)
+    fmap = torch.randn(batch_size, *shape, device=dev, requires_grad=True)
+    out = {}
+    for name, fn in (("batched", embed_crops), ("loop", embed_crops_loop)):
+        times = []
+        for i in range(steps + 1):
+            groups = sample_crops(
+                crops, fmap.shape, batch_size, torch.Generator().manual_seed(i), dev
+            )
+            _sync(dev)
+            t0 = time.perf_counter()
+            with torch.autocast(
+                device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"
+            ):
+                views = fn(model.embed_video_map, fmap, groups)
+            sum(v.float().sum() for v in views.values()).backward()
+            _sync(dev)
+            if i:
+                times.append(time.perf_counter() - t0)
+        out[f"{name}_s"] = statistics.median(times)
+    out["speedup"] = out["loop_s"] / out["batched_s"]
+    out["crops"] = dataclasses.asdict(crops)
+    return out
+
+
+def format_train_table(result: dict[str, Any]) -> str:
+    lines = [
+        f"training step, {result['video_trunk']} on {result['device_name']}, batch "
+        f"{result['batch_size']}, {result['num_frames']}x{result['crop_size']}^2, {result['autocast']}",
+        f"{'strategy':32s} {'pool':12s} {'step s':>8s} {'samples/s':>10s} {'peak MB':>8s} "
+        f"{'vs 2 RGB':>8s}",
+    ]
+    for r in result["rows"]:
+        mem = f"{r['peak_memory_mb']:.0f}" if r["peak_memory_mb"] is not None else "-"
+        lines.append(
+            f"{r['strategy']:32s} {r['pooling']:12s} {r['step_s']:8.3f} {r['samples_per_s']:10.1f} "
+            f"{mem:>8s} {_ratio(r['ratio_to_two_crops'])}"
+        )
+    c = result["crop_path"]
+    lines.append(
+        f"feature-crop path (paper best, fwd+bwd): batched {c['batched_s'] * 1000:.1f} ms, "
+        f"per-crop loop {c['loop_s'] * 1000:.1f} ms, speedup {c['speedup']:.1f}x"
+    )
+    return "\n".join(lines)
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:7.2f}x" if value is not None else f"{'-':>8s}"
