@@ -141,7 +141,8 @@ class SticaModel(nn.Module):
         if videos:
             if crops is not None and generator is None:
                 raise ValueError("feature crops need an explicit torch.Generator")
-            n_crop = 0 if crops is None else len(videos) if crop_views is None else crop_views
+            wanted = len(videos) if crop_views is None else crop_views
+            n_crop = 0 if crops is None else min(len(videos), wanted)
             out["video"] = [None] * len(videos)
             if crops is not None:
                 out["crops"] = [None] * n_crop
