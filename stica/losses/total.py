@@ -54,6 +54,7 @@ def stica_loss(
     lambda_vv: float = 0.5,
     temperature_va: float = 0.1,
     temperature_vv: float = 0.5,
+    vv_reduction: Literal["sum", "mean"] = "sum",
     is_small: Callable[[str], bool] = default_is_small,
 ) -> dict[str, torch.Tensor | int]:
     """Total loss of one step, with its components for logging.
@@ -74,6 +75,9 @@ def stica_loss(
         small_rgb: small RGB crop embeddings for ``multi_crops``.
         lambda_va, lambda_vv: mixing weights (paper: 0.5, 0.5).
         temperature_va, temperature_vv: τ of the cross- and within-modal terms (0.1, 0.5).
+        vv_reduction: ``"sum"`` over the within-modal terms as eq. (6) writes it, or ``"mean"``
+            (the sum divided by the number of terms, so L_vv does not outweigh L_va by the
+            number of feature-crop pairs).
 
     Shape:
         - a, v1, v2, each small RGB crop: (B, E); crop groups: (K, B, E)
@@ -108,6 +112,10 @@ def stica_loss(
             loss_vv, n_vv = within_modal_loss(
                 _with_full(v1, crops1), _with_full(v2, crops2), temperature_vv, is_small=is_small
             )
+    if vv_reduction not in ("sum", "mean"):
+        raise ValueError(f"vv_reduction must be 'sum' or 'mean', got {vv_reduction!r}")
+    if vv_reduction == "mean" and n_vv:
+        loss_vv = loss_vv / n_vv
     loss = lambda_va * loss_va + lambda_vv * loss_vv
     return {
         "loss": loss,

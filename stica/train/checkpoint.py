@@ -14,7 +14,6 @@ A checkpoint is a plain dict of tensors and primitives (so ``weights_only=True``
 from __future__ import annotations
 
 import os
-import pickle
 import platform
 import random
 from pathlib import Path
@@ -37,12 +36,13 @@ def library_versions() -> dict[str, str]:
 
     import stica
 
+    # str(): torch.__version__ is a TorchVersion object, which weights_only loading refuses
     return {
-        "stica": stica.__version__,
+        "stica": str(stica.__version__),
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "av": av.__version__,
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "av": str(av.__version__),
     }
 
 
@@ -95,7 +95,7 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+    except Exception as e:  # any unreadable file: corrupt, foreign, not a torch file at all
         first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
         raise CheckpointError(f"{path}: not a loadable stica checkpoint ({first[:160]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

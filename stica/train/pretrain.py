@@ -123,6 +123,7 @@ class StepComputer:
                 lambda_vv=cfg.lambda_vv,
                 temperature_va=cfg.temperature_va,
                 temperature_vv=cfg.temperature_vv,
+                vv_reduction=cfg.vv_reduction,
             )
 
 
@@ -237,7 +238,8 @@ def pretrain(
         state_file.unlink()
 
     if dist.is_distributed():
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if device.type == "cuda":  # SyncBatchNorm has no CPU kernels; gloo runs keep local BN
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ddp = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )

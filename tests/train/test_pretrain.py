@@ -1,0 +1,165 @@
+"""Pretraining: exact resume after SIGTERM, checkpoint contents, bad params."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from stica.train.checkpoint import CheckpointError, load_checkpoint, load_state_strict
+from stica.train.pretrain import resume_path
+from tests.conftest import tiny_params, write_params
+
+STICA = [sys.executable, "-m", "stica"]
+
+
+def _run(args, **kw):
+    return subprocess.run(STICA + args, capture_output=True, text=True, timeout=300, **kw)
+
+
+def _rows(csv_path: Path) -> int:
+    try:
+        return max(0, len(csv_path.read_text().splitlines()) - 1)
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def long_params(tmp_path_factory) -> Path:
+    # 16 train videos / batch 8 = 2 steps per epoch; 8 epochs = 16 steps
+    params = tiny_params(pretrain={"epochs": 8})
+    return write_params(tmp_path_factory.mktemp("p") / "params.yaml", params)
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_gives_the_same_weights(tiny_store, long_params, tmp_path):
+    straight = tmp_path / "straight.pt"
+    r = _run(["pretrain", str(tiny_store), "--out", str(straight), "--params", str(long_params)])
+    assert r.returncode == 0, r.stderr
+
+    out, log_csv = tmp_path / "resumed.pt", tmp_path / "log.csv"
+    cmd = ["pretrain", str(tiny_store), "--out", str(out), "--params", str(long_params)]
+    proc = subprocess.Popen(
+        STICA + cmd + ["--log-csv", str(log_csv)], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 240
+    while _rows(log_csv) < 5 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err  # stopped by the signal, mid-training
+    stopped_at = _rows(log_csv)
+    assert 5 <= stopped_at < 16
+    assert not out.exists() and resume_path(out).exists()
+    state = load_checkpoint(resume_path(out), kind="pretrain")
+    assert state["step"] == stopped_at
+
+    r = _run(cmd + ["--resume", "--log-csv", str(log_csv)])
+    assert r.returncode == 0, r.stderr
+    assert f"resuming from {resume_path(out)}" in r.stderr
+    assert not resume_path(out).exists()
+    assert _rows(log_csv) == 16  # the resumed run appended the remaining steps only
+
+    a = load_checkpoint(straight, kind="pretrain")
+    b = load_checkpoint(out, kind="pretrain")
+    assert a["step"] == b["step"] == 16
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_checkpoint_holds_what_later_stages_need(tiny_store, tiny_params_file, tmp_path):
+    out = tmp_path / "p.pt"
+    r = _run(
+        ["pretrain", str(tiny_store), "--out", str(out), "--params", str(tiny_params_file)]
+        + ["--metrics", str(tmp_path / "m.json"), "--log-csv", str(tmp_path / "l.csv")]
+    )
+    assert r.returncode == 0, r.stderr
+    ckpt = load_checkpoint(out, kind="pretrain")
+    from stica.data.store import Store
+    from stica.models.stica import build_model
+
+    assert ckpt["manifest_hash"] == Store(tiny_store).manifest_hash()
+    assert ckpt["params"]["num_frames"] == 8
+    assert {"torch", "torchvision", "av"} <= set(ckpt["versions"])
+    model = build_model(ckpt["model_config"])
+    load_state_strict(model, ckpt["model"], str(out))  # the unwrapped state dict, strictly
+    assert not any(k.startswith("module.") for k in ckpt["model"])
+    assert (tmp_path / "m.json").exists() and _rows(tmp_path / "l.csv") == 4
+    with pytest.raises(CheckpointError, match="expected .finetune."):
+        load_checkpoint(out, kind="finetune")
+
+
+def test_strict_load_names_the_mismatch(tmp_path):
+    from stica.config import ModelConfig
+    from stica.models.stica import build_model
+
+    small = build_model(ModelConfig(width=4, head_hidden=16, embed_dim=8, transformer_heads=2))
+    wider = build_model(ModelConfig(width=8, head_hidden=16, embed_dim=8, transformer_heads=2))
+    with pytest.raises(CheckpointError, match="of another shape"):
+        load_state_strict(small, wider.state_dict(), "x.pt")
+    state = dict(small.state_dict())
+    state.pop(next(iter(state)))
+    with pytest.raises(CheckpointError, match="1 missing"):
+        load_state_strict(small, state, "x.pt")
+
+
+def test_non_checkpoint_files_are_refused(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a loadable stica checkpoint"):
+        load_checkpoint(text)
+    pickled = tmp_path / "pickle.pt"
+    torch.save({"format": "stica-checkpoint/1", "obj": Path("x")}, pickled)  # needs unpickling
+    with pytest.raises(CheckpointError, match="not a loadable"):
+        load_checkpoint(pickled)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("bogus=1", "unknown param 'pretrain.bogus'"),
+        ("batch_size=0", "pretrain.batch_size"),
+        ("crops.space_medium_size=9", "'pretrain.crops.space_medium_size' = 9 is larger"),
+    ],
+)
+def test_bad_params_are_one_line_and_exit_2(tiny_store, tiny_params_file, tmp_path, override, message):
+    out = tmp_path / "p.pt"
+    r = _run(
+        ["pretrain", str(tiny_store), "--out", str(out), "--params", str(tiny_params_file)]
+        + ["--set", override]
+    )
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert not out.exists()
+
+
+def test_missing_store_is_exit_2(tmp_path):
+    r = _run(["pretrain", str(tmp_path / "nope"), "--out", str(tmp_path / "p.pt")])
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo on Linux")
+def test_two_process_torchrun_pretraining(tiny_store, tiny_params_file, tmp_path):
+    """The multi-GPU launch path, on CPU: torchrun, 2 gloo processes, DDP, one checkpoint."""
+    out = tmp_path / "ddp.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "stica"]
+        + ["pretrain", str(tiny_store), "--out", str(out), "--params", str(tiny_params_file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "on 2 process(es)" in r.stderr
+    ckpt = load_checkpoint(out, kind="pretrain")
+    assert ckpt["step"] == 4
