@@ -40,7 +40,9 @@ from stica.logs import setup_logging
     "--eval-only", is_flag=True, help="Only evaluate the finetune checkpoint --ckpt on its split."
 )
 @params_options
-def finetune(store, ckpt, out, metrics, plots_dir, log_csv, splits, eval_only, params_path, overrides):
+def finetune(
+    store, ckpt, out, metrics, plots_dir, log_csv, splits, eval_only, params_path, overrides
+):
     """Finetune the pretrained video encoder on STORE's labelled splits (the `finetune` section).
 
     The trunk keeps the pooling it was pretrained with; a new linear classifier is trained with

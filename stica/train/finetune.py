@@ -140,7 +140,9 @@ def split_data(store: Store, split: int) -> SplitData:
     test = [r for r in labelled if r.splits[fold] == "test"]
     for name, recs in (("train", train), ("test", test)):
         if not recs:
-            raise SticaError(f"{store.root}: the {name} part of split {split} has no labelled videos")
+            raise SticaError(
+                f"{store.root}: the {name} part of split {split} has no labelled videos"
+            )
     return SplitData(split, train, test)
 
 
@@ -394,10 +396,8 @@ def evaluate(
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     for batch in tqdm(loader, desc="finetune eval", unit="batch", leave=False):
         frames = batch["frames"].to(device)  # (B, T, H, W, 3) uint8
-        if crops == 3:
-            x = transform.three_crop(frames)  # (B, 3 crops, 3, T, S, S)
-        else:
-            x = transform(frames).unsqueeze(1)  # (B, 1, 3, T, S, S)
+        # (B, crops, 3, T, S, S)
+        x = transform.three_crop(frames) if crops == 3 else transform(frames).unsqueeze(1)
         b = x.shape[0]
         with torch.autocast(**autocast):
             logits = model(x.flatten(0, 1)).float()  # (B·crops, C)

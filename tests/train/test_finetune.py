@@ -105,9 +105,7 @@ def test_schedule_follows_the_paper():
     steps = 10  # per epoch
     model = torch.nn.Linear(1, 1)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: finetune_lr(cfg, s, steps) / cfg.lr
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: finetune_lr(cfg, s, steps) / cfg.lr)
     lrs = []
     for _ in range(cfg.epochs * steps):
         lrs.append(opt.param_groups[0]["lr"])
@@ -180,7 +178,9 @@ def test_finetune_end_to_end(tiny, tmp_path):
     )
     assert result.exit_code == 0, result.output
     e = json.loads(ev.read_text())
-    assert e["metrics"]["video_top1"] == pytest.approx(m["splits"]["split1"]["video_top1"]["pretrained"])
+    assert e["metrics"]["video_top1"] == pytest.approx(
+        m["splits"]["split1"]["video_top1"]["pretrained"]
+    )
     assert e["eval"]["views"] == n_test * 6
 
 
