@@ -6,13 +6,12 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 from stica.cli import cli
-from stica.config import FinetuneConfig, PretrainConfig, load_section
+from stica.config import FinetuneConfig, load_section
 from stica.data.encode import write_mp4
 from stica.data.store import Store
 from stica.errors import SticaError
@@ -120,7 +119,10 @@ def test_schedule_follows_the_paper():
     assert all(a <= b for a, b in zip(lrs[: 2 * steps], lrs[1 : 2 * steps + 1], strict=True))
 
 
-def test_finetune_end_to_end(tiny, tmp_path):
+@pytest.fixture(scope="module")
+def finetuned(tiny, tmp_path_factory):
+    """One `stica finetune` run (pretrained + random-init baseline) through the CLI."""
+    tmp_path = tmp_path_factory.mktemp("finetuned")
     ckpt, params = tiny["ckpts"]["avg"]
     out, metrics = tmp_path / "models" / "finetune", tmp_path / "metrics" / "finetune.json"
     plots, hist = tmp_path / "plots", tmp_path / "plots" / "finetune.csv"
@@ -128,7 +130,20 @@ def test_finetune_end_to_end(tiny, tmp_path):
     args += ["--plots-dir", plots, "--log-csv", hist, "--params", params]
     result = _invoke(args)
     assert result.exit_code == 0, result.output
+    return {
+        "tmp": tmp_path,
+        "out": out,
+        "metrics": metrics,
+        "plots": plots,
+        "hist": hist,
+        "args": args,
+        "params": params,
+    }
 
+
+def test_finetune_end_to_end(tiny, finetuned):
+    tmp_path, out, metrics = finetuned["tmp"], finetuned["out"], finetuned["metrics"]
+    plots, hist, args, params = (finetuned[k] for k in ("plots", "hist", "args", "params"))
     m = json.loads(metrics.read_text())
     for key in ("clip_top1", "clip_top5", "video_top1", "video_top5"):
         for block in (m["mean"][key], m["splits"]["split1"][key]):
@@ -184,19 +199,20 @@ def test_finetune_end_to_end(tiny, tmp_path):
     assert e["eval"]["views"] == n_test * 6
 
 
-def test_eval_only_on_another_split_is_refused(tiny, tmp_path, repo_root):
+def test_eval_only_on_another_split_is_refused(finetuned, tiny, tmp_path, repo_root):
     """Through the real entry point: one line on stderr, exit 2, nothing written."""
-    ckpt, params = tiny["ckpts"]["avg"]
-    cfg = load_section("finetune", params, ["epochs=1", "baseline=false", "eval_clips=1"])
-    plan = prepare(cfg, tiny["store"], ckpt)
-    from stica.train.finetune import run_finetune
-
-    run_finetune(plan, tmp_path / "ft")
     metrics = tmp_path / "eval.json"
     env = {**os.environ, "PYTHONPATH": str(repo_root)}
     proc = subprocess.run(
         [sys.executable, "-m", "stica", "finetune", str(tiny["store"]), "--eval-only"]
-        + ["--ckpt", str(tmp_path / "ft" / "split1.pt"), "--split", "2", "--metrics", str(metrics)],
+        + [
+            "--ckpt",
+            str(finetuned["out"] / "split1.pt"),
+            "--split",
+            "2",
+            "--metrics",
+            str(metrics),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -256,4 +272,3 @@ def test_transformer_pooling_is_kept_with_its_weights(tiny):
     assert not any("head" in k for k in own)
     rand = plan.inits[1].encoder.state_dict()
     assert not torch.equal(rand["video_pool.position"], pre["video_pool.position"])
-    assert PretrainConfig is not None and np is not None
