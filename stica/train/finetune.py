@@ -19,6 +19,7 @@ initial weights, split) matches; an interrupted split resumes from its last fini
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import hashlib
@@ -256,7 +257,8 @@ def _train(
     cfg = plan.config
     torch.manual_seed(cfg.seed)
     classes = len(plan.store.meta.classes)
-    model = FinetuneModel(init.encoder, classes, cfg.dropout).to(device)
+    # a copy: every split starts from the same initial weights
+    model = FinetuneModel(copy.deepcopy(init.encoder), classes, cfg.dropout).to(device)
     records = data.train * cfg.train_clips_per_video  # index k·N + i: the k-th clip of video i
     dataset = RandomClips(plan.store, records, plan.num_frames, seed=cfg.seed, with_labels=True)
     batch = min(cfg.batch_size, len(dataset))
