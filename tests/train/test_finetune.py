@@ -2,21 +2,18 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from click.testing import CliRunner
 
-from stica.cli import cli
+from stica.cli import cli, main
 from stica.config import FinetuneConfig, load_section
 from stica.data.encode import write_mp4
 from stica.data.store import Store
 from stica.errors import SticaError
 from stica.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from stica.train.finetune import finetune_lr, prepare, prepare_eval
+from stica.train.finetune import finetune_lr, prepare, prepare_eval, run_finetune
 from tests.fixtures import moving_frames, tone
 
 CLASSES = ("left", "right", "still")
@@ -199,28 +196,16 @@ def test_finetune_end_to_end(tiny, finetuned):
     assert e["eval"]["views"] == n_test * 6
 
 
-def test_eval_only_on_another_split_is_refused(finetuned, tiny, tmp_path, repo_root):
-    """Through the real entry point: one line on stderr, exit 2, nothing written."""
+def test_eval_only_on_another_split_is_refused(finetuned, tiny, tmp_path, capsys):
+    """Through the real entry point `stica.cli.main`: one line on stderr, exit 2, nothing written."""
     metrics = tmp_path / "eval.json"
-    env = {**os.environ, "PYTHONPATH": str(repo_root)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "stica", "finetune", str(tiny["store"]), "--eval-only"]
-        + [
-            "--ckpt",
-            str(finetuned["out"] / "split1.pt"),
-            "--split",
-            "2",
-            "--metrics",
-            str(metrics),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "finetuned on split 1" in proc.stderr
+    args = ["finetune", str(tiny["store"]), "--eval-only", "--split", "2"]
+    args += ["--ckpt", str(finetuned["out"] / "split1.pt"), "--metrics", str(metrics)]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "finetuned on split 1" in err
     assert not metrics.exists()
 
 
@@ -272,3 +257,24 @@ def test_transformer_pooling_is_kept_with_its_weights(tiny):
     assert not any("head" in k for k in own)
     rand = plan.inits[1].encoder.state_dict()
     assert not torch.equal(rand["video_pool.position"], pre["video_pool.position"])
+
+
+def test_two_official_splits_and_their_mean(tiny, tmp_path):
+    """UCF-101 layout with 2 official splits: per-split results, mean over splits, one
+    checkpoint per split that records its split."""
+    from tests.fixtures import make_ucf101
+
+    store = _preprocess(make_ucf101(tmp_path / "ucf"), tmp_path / "store")
+    assert Store(store).meta.num_splits == 2
+    ckpt, params = tiny["ckpts"]["avg"]
+    cfg = load_section("finetune", params, ["epochs=1", "baseline=false", "eval_clips=1"])
+    plan = prepare(cfg, store, ckpt, splits=(1, 2))
+    m = run_finetune(plan, tmp_path / "ft")
+    assert list(m["splits"]) == ["split1", "split2"]
+    for key in ("clip_top1", "video_top1"):
+        per = [m["splits"][s][key]["pretrained"] for s in ("split1", "split2")]
+        assert m["mean"][key]["pretrained"] == pytest.approx(sum(per) / 2)
+        assert "random_init" not in m["mean"][key]
+    for split in (1, 2):
+        assert load_checkpoint(tmp_path / "ft" / f"split{split}.pt", "finetune")["split"] == split
+    assert m["eval"]["split2"]["views"] == 2 * 1 * 3  # 2 test videos x 1 clip x 3 crops
