@@ -2,6 +2,7 @@
 
 import csv
 import json
+import signal
 
 import pytest
 import torch
@@ -13,7 +14,8 @@ from stica.data.encode import write_mp4
 from stica.data.store import Store
 from stica.errors import SticaError
 from stica.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from stica.train.finetune import finetune_lr, prepare, prepare_eval, run_finetune
+from stica.train.finetune import _train, finetune_lr, prepare, prepare_eval, run_finetune
+from stica.train.pretrain import StopRequested
 from tests.fixtures import moving_frames, tone
 
 CLASSES = ("left", "right", "still")
@@ -278,3 +280,37 @@ def test_two_official_splits_and_their_mean(tiny, tmp_path):
     for split in (1, 2):
         assert load_checkpoint(tmp_path / "ft" / f"split{split}.pt", "finetune")["split"] == split
     assert m["eval"]["split2"]["views"] == 2 * 1 * 3  # 2 test videos x 1 clip x 3 crops
+
+
+class _StopAfter(StopRequested):
+    """A stop request (as SIGTERM sets it) arriving after ``steps`` optimisation steps."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.left = steps
+
+    def __bool__(self):
+        self.left -= 1
+        if self.left < 0:
+            self.signal = signal.SIGTERM
+        return super().__bool__()
+
+
+def test_interrupted_split_resumes_exactly(tiny, tmp_path):
+    ckpt, params = tiny["ckpts"]["avg"]
+    cfg = load_section("finetune", params, ["epochs=2", "baseline=false"])
+    plan = prepare(cfg, tiny["store"], ckpt)
+    data, init = plan.splits[0], plan.inits[0]
+    fp = {"test": 1}
+    full, _ = _train(
+        plan, data, init, tmp_path / "a.state", fp, torch.device("cpu"), StopRequested()
+    )
+    with pytest.raises(SystemExit):  # stopped in the middle of epoch 2: epoch 1's state is kept
+        _train(plan, data, init, tmp_path / "b.state", fp, torch.device("cpu"), _StopAfter(3))
+    assert load_checkpoint(tmp_path / "b.state", "finetune-state")["epoch"] == 1
+    resumed, history = _train(
+        plan, data, init, tmp_path / "b.state", fp, torch.device("cpu"), StopRequested()
+    )
+    assert [row["epoch"] for row in history] == [1, 2]
+    for key, value in full.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
