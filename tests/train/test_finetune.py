@@ -68,19 +68,6 @@ def _preprocess(videos, store):
     return store
 
 
-def _plain_versions(ckpt):
-    """Work around main's pretrain checkpoints storing ``torch.__version__`` (a TorchVersion),
-    which ``weights_only=True`` refuses: re-save our own just-written file with plain strings.
-    Remove once ``library_versions`` returns plain strings."""
-    try:
-        load_checkpoint(ckpt, kind="pretrain")
-    except CheckpointError:
-        payload = torch.load(ckpt, weights_only=False)  # our own file, written a moment ago
-        payload["versions"] = {k: str(v) for k, v in payload["versions"].items()}
-        payload.pop("format")
-        save_checkpoint(ckpt, payload)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A labelled store, params, and real pretrain checkpoints (avg and transformer pooling)."""
@@ -93,7 +80,6 @@ def tiny(tmp_path_factory):
         ckpt = root / f"pretrain-{pooling}.pt"
         result = _invoke(["pretrain", store, "--out", ckpt, "--params", params])
         assert result.exit_code == 0, result.output
-        _plain_versions(ckpt)
         ckpts[pooling] = (ckpt, params)
     return {"root": root, "store": store, "ckpts": ckpts}
 
