@@ -27,8 +27,71 @@ def _store_summary(path: Path) -> dict[str, Any]:
     return Store(path).summary()
 
 
+def _is_features(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    import h5py
+
+    if not h5py.is_hdf5(path):
+        return False
+    with h5py.File(path, "r") as f:
+        return "features" in f
+
+
+def _features_summary(path: Path) -> dict[str, Any]:
+    import numpy as np
+
+    from stica.eval.features_io import read_features
+
+    fs = read_features(path)
+    return {
+        "kind": "features",
+        "path": str(path),
+        "videos": len(fs),
+        "train": int(fs.mask("train").sum()),
+        "test": int(fs.mask("test").sum()),
+        "dim": fs.dim,
+        "classes": len(np.unique(fs.labels)),
+        "with_audio": int(fs.has_audio.sum()) if fs.has_audio is not None else 0,
+        "checkpoint": fs.checkpoint,
+        "store": fs.store,
+        "manifest_hash": fs.manifest_hash,
+        "size_bytes": path.stat().st_size,
+    }
+
+
+def _is_checkpoint(path: Path) -> bool:
+    return path.is_file() and path.suffix in (".pt", ".pth", ".resume")
+
+
+def _checkpoint_summary(path: Path) -> dict[str, Any]:
+    from stica.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    model = ckpt.get("model", {})
+    summary = {
+        "kind": f"{ckpt.get('kind')} checkpoint",
+        "path": str(path),
+        "epoch": ckpt.get("epoch"),
+        "step": ckpt.get("step"),
+        "final": ckpt.get("final"),
+        "parameters": int(sum(v.numel() for v in model.values() if v.is_floating_point())),
+        "model_config": ckpt.get("model_config"),
+        "manifest_hash": ckpt.get("manifest_hash"),
+        "store": ckpt.get("store"),
+        "versions": ckpt.get("versions"),
+        "size_bytes": path.stat().st_size,
+    }
+    for key in ("split", "classes"):
+        if key in ckpt:
+            summary[key] = ckpt[key] if key != "classes" else len(ckpt[key])
+    return {k: v for k, v in summary.items() if v is not None}
+
+
 SUMMARISERS: list[tuple[Callable[[Path], bool], Callable[[Path], dict[str, Any]]]] = [
     (_is_store, _store_summary),
+    (_is_features, _features_summary),
+    (_is_checkpoint, _checkpoint_summary),
 ]
 
 

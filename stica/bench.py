@@ -325,7 +325,9 @@ def bench_crop_path(
     from stica.crops import embed_crops, embed_crops_loop, sample_crops
     from stica.models.stica import build_model
 
-    model = build_model(dataclasses.replace(base.model, pooling="transformer")).to(dev)
+    # eval mode: the per-crop loop feeds the heads one row at a time, which training-mode
+    # BatchNorm cannot normalise; the arithmetic timed is the same
+    model = build_model(dataclasses.replace(base.model, pooling="transformer")).to(dev).eval()
     size = base.augment.crop_size
     shape = model.video_map_shape(base.num_frames, size, size)
     crops = crops_for_map("best", shape)

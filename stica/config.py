@@ -348,7 +348,9 @@ class PretrainConfig:
     lambda_vv: float = 0.5
     temperature_va: float = 0.1
     temperature_vv: float = 0.5
-    vv_reduction: Literal["sum", "mean"] = "sum"  # eq. (6) sums its terms; "mean" divides by their count
+    vv_reduction: Literal["sum", "mean"] = (
+        "sum"  # eq. (6) sums its terms; "mean" divides by their count
+    )
     max_bad_steps: int = 5  # consecutive non-finite losses before training is aborted
     workers: int = 2  # DataLoader workers per process
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)

@@ -36,3 +36,19 @@ def test_overrides_and_frozen(tmp_path):
     assert (cfg.fps, cfg.short_side) == (15.0, 64)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.fps = 3
+
+
+def test_paper_profile_is_complete_and_valid(repo_root):
+    """profiles/paper.yaml is a drop-in params.yaml: every section loads, with the paper's values."""
+    path = repo_root / "profiles" / "paper.yaml"
+    params = yaml.safe_load(path.read_text())
+    assert set(params) == set(SECTIONS)
+    pretrain = load_section("pretrain", path)
+    assert (pretrain.model.video_trunk, pretrain.num_frames, pretrain.augment.crop_size) == (
+        "r2plus1d_18",
+        30,
+        112,
+    )
+    assert (pretrain.batch_size, pretrain.epochs, pretrain.lr) == (512, 100, 0.64)
+    for name in SECTIONS:
+        load_section(name, path)

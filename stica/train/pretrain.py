@@ -192,6 +192,11 @@ def pretrain(
             f"{world} processes"
         )
     per_rank = config.batch_size // world
+    if per_rank < 2:
+        raise SticaError(
+            f"param 'pretrain.batch_size' = {config.batch_size} gives {per_rank} sample per "
+            f"process on {world} processes; BatchNorm needs at least 2"
+        )
     store = Store(store_dir)
     records = training_records(store)
     if len(records) < config.batch_size:

@@ -128,7 +128,9 @@ def test_non_checkpoint_files_are_refused(tmp_path):
         ("crops.space_medium_size=9", "'pretrain.crops.space_medium_size' = 9 is larger"),
     ],
 )
-def test_bad_params_are_one_line_and_exit_2(tiny_store, tiny_params_file, tmp_path, override, message):
+def test_bad_params_are_one_line_and_exit_2(
+    tiny_store, tiny_params_file, tmp_path, override, message
+):
     out = tmp_path / "p.pt"
     r = _run(
         ["pretrain", str(tiny_store), "--out", str(out), "--params", str(tiny_params_file)]
