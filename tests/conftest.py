@@ -47,7 +47,7 @@ TINY = {
     "features": {"clips_per_video": 2, "batch_size": 8, "workers": 0, "chunk_videos": 8},
     "finetune": {"epochs": 2, "batch_size": 8, "workers": 0, "eval_clips": 2},
     "retrieve": {"k": [1, 5], "gallery_queries": 2},
-    "audio_eval": {"epochs": 5, "esc50_subclips": 2, "esc50_subclip_seconds": 0.5},
+    "audio_eval": {"epochs": 5, "esc50_subclips": 2, "esc50_subclip_seconds": 1.0},
 }
 
 
@@ -96,3 +96,14 @@ def tiny_store(tmp_path_factory, tiny_params_file) -> Path:
         root / "demo", root / "store", load_section("preprocess", tiny_params_file), progress=False
     )
     return root / "store"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_store, tiny_params_file) -> Path:
+    """A real pretrain checkpoint of the tiny profile (2 epochs of 2 steps)."""
+    from stica.config import load_section
+    from stica.train.pretrain import pretrain
+
+    out = tmp_path_factory.mktemp("ckpt") / "pretrain.pt"
+    pretrain(load_section("pretrain", tiny_params_file), tiny_store, out)
+    return out
