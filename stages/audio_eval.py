@@ -26,7 +26,7 @@ def audio_eval(store, ckpt, out, baseline, params_path, overrides):
     """Top-1 of a linear classifier on the frozen audio trunk's pooled activations.
 
     ESC-50 stores: 10 two-second sub-clips per sample, mean over the 5 folds; DCASE2014: 60
-    one-second sub-clips; other stores (the demo set): ESC-50 sub-clips on split 1.
+    one-second sub-clips; other stores (the demo set): `other_subclips` sub-clips on split 1.
     """
     from stica.config import load_section
     from stica.eval.audio_eval import audio_eval as run

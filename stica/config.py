@@ -46,7 +46,7 @@ class SynthConfig:
     classes: int = 10
     train_per_class: int = 30
     test_per_class: int = 10
-    duration: float = 3.0  # seconds per clip
+    duration: float = 1.0  # seconds per clip: one whole motion pattern
     fps: int = 30
     width: int = 128
     height: int = 96
@@ -75,8 +75,8 @@ class PreprocessConfig:
     """``stica preprocess``: decode once into HDF5 shards of JPEG frames and int16 audio."""
 
     layout: Layout = "auto"
-    fps: float = 30.0
-    short_side: int = 128
+    fps: float = 10.0  # paper: 30
+    short_side: int = 48  # paper: 128
     sample_rate: int = 24000
     jpeg_quality: int = 90
     min_duration: float = 0.3  # seconds; shorter inputs are rejected
@@ -161,18 +161,18 @@ class FeatureCropConfig:
     """Feature crops of the video trunk's map (``pretrain.crops``, paper sec. 3.2).
 
     Spatial crops keep the full time extent, temporal crops the full spatial extent; each crop is
-    its own view. Defaults suit the demo's 4x4x4 map (space 2x3^2 + 4x2^2, time 2x3 + 1x2); the
-    paper best on the 4x7x7 map is space 2x6^2 + 4x4^2, time 2x3 + 1x2.
+    its own view. Defaults suit the demo's 2x3x3 map (space 2x2^2 + 4x1^2, time 1x1); the paper
+    best on the 4x7x7 map is space 2x6^2 + 4x4^2, time 2x3 + 1x2.
     """
 
     space_medium: int = 2  # paper: 2
-    space_medium_size: int = 3  # paper: 6 (of 7)
+    space_medium_size: int = 2  # paper: 6 (of 7)
     space_small: int = 4  # paper: 4
-    space_small_size: int = 2  # paper: 4 (of 7)
-    time_medium: int = 2  # paper: 2
+    space_small_size: int = 1  # paper: 4 (of 7)
+    time_medium: int = 0  # paper: 2 (the demo map has only 2 time steps)
     time_medium_size: int = 3  # paper: 3 (of 4)
     time_small: int = 1  # paper: 1
-    time_small_size: int = 2  # paper: 2 (of 4)
+    time_small_size: int = 1  # paper: 2 (of 4)
 
     def __post_init__(self) -> None:
         for group in CROP_GROUPS:
@@ -232,25 +232,26 @@ class AugmentConfig:
     ``crop_size: 112``, ``small_crop_size: 96`` and ``eval_short_side: 128`` on 128-pixel frames.
     """
 
-    crop_size: int = 64
-    small_crop_size: int = 48  # multi-RGB-crop ablation (paper: 96 next to 112)
+    crop_size: int = 48  # paper: 112
+    small_crop_size: int = 32  # multi-RGB-crop ablation (paper: 96 next to 112)
     # area fraction of the frame kept by a random resized crop: SimCLR's 0.08 is too extreme for
     # low-resolution video (objects and motion leave the crop), so large crops keep >= 30%
-    scale: tuple[float, float] = (0.3, 1.0)
+    scale: tuple[float, float] = (0.6, 1.0)  # paper profile: (0.3, 1.0)
     small_scale: tuple[float, float] = (0.1, 0.3)
     ratio: tuple[float, float] = (0.75, 1.3333333333333333)
-    flip_p: float = 0.5
+    # the demo classes come in mirror pairs (move left/right, circle cw/ccw): flips would swap them
+    flip_p: float = 0.0  # paper profile: 0.5
     jitter_p: float = 0.8
     brightness: float = 0.4
     contrast: float = 0.4
     saturation: float = 0.4
     hue: float = 0.1
     grayscale_p: float = 0.2
-    blur_p: float = 0.5
+    blur_p: float = 0.0  # paper profile: 0.5 (a 48-pixel frame has little detail to blur)
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     mean: tuple[float, float, float] = (0.43216, 0.394666, 0.37645)  # Kinetics RGB statistics
     std: tuple[float, float, float] = (0.22803, 0.22145, 0.216989)
-    eval_short_side: int = 64  # evaluation: resize the short side, then centre / 3 crops
+    eval_short_side: int = 48  # evaluation: resize the short side, then centre / 3 crops
 
     def __post_init__(self) -> None:
         _check(self.crop_size >= 8, "augment.crop_size", "must be >= 8")
@@ -306,15 +307,18 @@ class AudioEvalConfig:
     esc50_subclip_seconds: float = 2.0
     dcase_subclips: int = 60
     dcase_subclip_seconds: float = 1.0
+    # any other store (the demo set, UCF-101, ...): ESC-50-style equally spaced sub-clips
+    other_subclips: int = 10
+    other_subclip_seconds: float = 1.0  # the demo clips last 1 s
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "audio_eval.epochs", "must be >= 1")
         _check(self.lr > 0, "audio_eval.lr", "must be > 0")
         _check(self.weight_decay >= 0, "audio_eval.weight_decay", "must be >= 0")
         _check(self.batch_size >= 1, "audio_eval.batch_size", "must be >= 1")
-        for key in ("esc50_subclips", "dcase_subclips"):
+        for key in ("esc50_subclips", "dcase_subclips", "other_subclips"):
             _check(getattr(self, key) >= 1, f"audio_eval.{key}", "must be >= 1")
-        for key in ("esc50_subclip_seconds", "dcase_subclip_seconds"):
+        for key in ("esc50_subclip_seconds", "dcase_subclip_seconds", "other_subclip_seconds"):
             _check(getattr(self, key) > 0, f"audio_eval.{key}", "must be > 0")
 
 
@@ -334,25 +338,24 @@ class PretrainConfig:
 
     seed: int = 0
     mode: PretrainMode = "feature_crops"
-    epochs: int = 8  # paper: 100
+    epochs: int = 25  # paper: 100
     batch_size: int = 32  # global batch, split evenly over the torchrun processes; paper: 512
     lr: float = 0.64  # at base_batch_size; the lr used is lr * batch_size / base_batch_size
-    base_batch_size: int = 512
+    base_batch_size: int = 256  # paper: 512; the demo runs 2x hotter (few steps)
     momentum: float = 0.9
     weight_decay: float = 1e-5
     warmup_epochs: float = 1.0  # paper: 10
     schedule: Literal["cosine", "constant"] = "cosine"
-    num_frames: int = 16  # frames per clip at the store's fps; paper: 30 (1 s at 30 fps)
+    num_frames: int = 8  # frames per clip at the store's fps; paper: 30 (1 s at 30 fps)
     small_rgb_crops: int = 1  # multi_crops mode: small RGB crops next to the two large ones
     lambda_va: float = 0.5
     lambda_vv: float = 0.5
     temperature_va: float = 0.1
     temperature_vv: float = 0.5
-    vv_reduction: Literal["sum", "mean"] = (
-        "sum"  # eq. (6) sums its terms; "mean" divides by their count
-    )
+    # eq. (6) sums its terms (paper); "mean" divides by their count so L_vv does not drown L_va
+    vv_reduction: Literal["sum", "mean"] = "mean"
     max_bad_steps: int = 5  # consecutive non-finite losses before training is aborted
-    workers: int = 2  # DataLoader workers per process
+    workers: int = 0  # DataLoader workers per process; 0 (in-process) is fastest on 2 CPU cores
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     crops: FeatureCropConfig = dataclasses.field(default_factory=FeatureCropConfig)
     audio: AudioConfig = dataclasses.field(default_factory=AudioConfig)
@@ -385,7 +388,7 @@ class FeaturesConfig:
 
     clips_per_video: int = 10  # uniformly spaced clips, features averaged over them
     batch_size: int = 20  # clips per forward pass
-    workers: int = 2
+    workers: int = 0  # DataLoader workers (0: in-process, fastest on 2 CPU cores)
     seed: int = 0  # initialisation of the random-init baseline (--ckpt random)
     chunk_videos: int = 64  # progress is saved every chunk, so a killed run resumes
 
@@ -423,7 +426,7 @@ class FinetuneConfig:
     eval_batch_size: int = 32  # test clips per forward pass (x eval_crops views)
     splits: tuple[int, ...] = (1,)  # official splits/folds to run; paper: (1, 2, 3) for the mean
     baseline: bool = True  # also finetune a randomly initialised model of the same architecture
-    workers: int = 2  # DataLoader workers
+    workers: int = 0  # DataLoader workers (0: in-process, fastest on 2 CPU cores)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "finetune.epochs", "must be >= 1")

@@ -47,7 +47,7 @@ TINY = {
     "features": {"clips_per_video": 2, "batch_size": 8, "workers": 0, "chunk_videos": 8},
     "finetune": {"epochs": 2, "batch_size": 8, "workers": 0, "eval_clips": 2},
     "retrieve": {"k": [1, 5], "gallery_queries": 2},
-    "audio_eval": {"epochs": 5, "esc50_subclips": 2, "esc50_subclip_seconds": 1.0},
+    "audio_eval": {"epochs": 5, "esc50_subclips": 2, "other_subclips": 2},
 }
 
 

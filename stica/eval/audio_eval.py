@@ -2,7 +2,7 @@
 
 ESC-50: 10 equally spaced 2 s sub-clips per sample, 5 official folds (mean top-1 over folds).
 DCASE2014: 60 one-second sub-clips, the official train/test split. Any other store (the demo set,
-UCF-101, ...): the ESC-50 sub-clip protocol on its first train/test split.
+UCF-101, ...): ``other_subclips`` equally spaced sub-clips of ``other_subclip_seconds``, first split.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ def protocol_for(store: Store, config: AudioEvalConfig) -> Protocol:
     if layout == "dcase2014":
         return Protocol("dcase2014", config.dcase_subclips, config.dcase_subclip_seconds, ("test",))
     return Protocol(
-        f"{layout} (ESC-50 sub-clips, split 1)",
-        config.esc50_subclips,
-        config.esc50_subclip_seconds,
+        f"{layout} (equally spaced sub-clips, split 1)",
+        config.other_subclips,
+        config.other_subclip_seconds,
         ("test",),
     )
 

@@ -81,7 +81,9 @@ def test_extract_features_bad_checkpoints(tiny_store, tmp_path):
     text = tmp_path / "model.pt"
     text.write_text("not a checkpoint")
     for ckpt in (str(text), str(tmp_path / "missing.pt")):
-        r = _run(["extract-features", str(tiny_store), "--ckpt", ckpt, "--out", str(tmp_path / "f.h5")])
+        r = _run(
+            ["extract-features", str(tiny_store), "--ckpt", ckpt, "--out", str(tmp_path / "f.h5")]
+        )
         assert r.returncode == 2, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "checkpoint" in r.stderr
         assert not (tmp_path / "f.h5").exists()
