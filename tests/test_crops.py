@@ -10,13 +10,12 @@ from stica.crops import crop_sizes, embed_crops, embed_crops_loop, gather_crops,
 from stica.errors import SticaError
 from stica.models import SticaModel
 
-PAPER_CROPS = FeatureCropConfig(
-    space_medium_size=6, space_small_size=4, time_medium_size=3, time_small_size=2
-)
+PAPER_CROPS = FeatureCropConfig(2, 6, 4, 4, 2, 3, 1, 2)  # space 2x6^2 + 4x4^2, time 2x3 + 1x2
+CROPS_4x4x4 = FeatureCropConfig(2, 3, 4, 2, 2, 3, 1, 2)  # the same plan scaled to a 4x4x4 map
 
 
 def test_sizes_come_from_config_and_map_shape():
-    demo = crop_sizes(FeatureCropConfig(), (64, 4, 4, 4))
+    demo = crop_sizes(CROPS_4x4x4, (64, 4, 4, 4))
     assert demo == [
         ("space_medium", "medium", 2, (4, 3, 3)),
         ("space_small", "small", 4, (4, 2, 2)),
@@ -26,7 +25,7 @@ def test_sizes_come_from_config_and_map_shape():
     paper = crop_sizes(PAPER_CROPS, (512, 4, 7, 7))
     assert [size for *_, size in paper] == [(4, 6, 6), (4, 4, 4), (3, 7, 7), (2, 7, 7)]
     # A group with count 0 is skipped, even if its size would not fit.
-    none_small = FeatureCropConfig(space_small=0, space_small_size=9, time_small=0)
+    none_small = FeatureCropConfig(space_small=0, space_small_size=9, time_medium=2, time_small=0)
     assert [name for name, *_ in crop_sizes(none_small, (4, 4, 4))] == [
         "space_medium",
         "time_medium",
@@ -104,7 +103,7 @@ def test_batched_crops_equal_one_crop_at_a_time(pooling):
     torch.manual_seed(0)
     model = SticaModel(ModelConfig(width=8, pooling=pooling, head_hidden=32, embed_dim=16)).eval()
     fmap = torch.randn(3, 64, 4, 4, 4, requires_grad=True)
-    config = FeatureCropConfig()
+    config = CROPS_4x4x4
 
     groups = sample_crops(config, fmap.shape, 3, torch.Generator().manual_seed(7))
     batched = embed_crops(model.embed_video_map, fmap, groups)

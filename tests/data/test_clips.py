@@ -20,7 +20,7 @@ def store(tmp_path_factory):
     fx.write_flash_video(tmp / "in" / "flash" / "f.mp4", FLASHES, seconds=3.0)
     fx.write_video(tmp / "in" / "flash" / "short.mp4", seconds=0.5, seed=5)
     fx.write_video(tmp / "in" / "other" / "mute.mp4", seconds=1.0, seed=6, audio=False)
-    cfg = PreprocessConfig(short_side=48, workers=0)
+    cfg = PreprocessConfig(fps=30.0, short_side=48, workers=0)
     preprocess(tmp / "in", tmp / "store", cfg, progress=False)
     return tmp / "store"
 
@@ -92,7 +92,9 @@ def test_audio_reads_and_muted_videos(store):
 
 def test_audio_only_store(tmp_path):
     fx.make_esc50(tmp_path / "esc", folds=2)
-    preprocess(tmp_path / "esc", tmp_path / "s", PreprocessConfig(workers=0), progress=False)
+    preprocess(
+        tmp_path / "esc", tmp_path / "s", PreprocessConfig(fps=30.0, workers=0), progress=False
+    )
     reader = ClipReader(tmp_path / "s")
     rec = reader.store.records[0]
     audio = reader.read_audio(rec.id, 0.1, 0.25)

@@ -18,7 +18,9 @@ def store(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("info")
     fx.make_generic(tmp / "in", per_class=2, split_dirs=True)  # 8 videos, half with audio
     fx.write_zero_byte(tmp / "in" / "train" / "jump" / "empty.mp4")
-    preprocess(tmp / "in", tmp / "store", PreprocessConfig(short_side=32, workers=0), False)
+    preprocess(
+        tmp / "in", tmp / "store", PreprocessConfig(fps=30.0, short_side=32, workers=0), False
+    )
     return tmp
 
 

@@ -23,7 +23,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _cfg(**kw):
-    return PreprocessConfig(**{"short_side": 32, "videos_per_shard": 4, "workers": 0, **kw})
+    return PreprocessConfig(
+        **{"fps": 30.0, "short_side": 32, "videos_per_shard": 4, "workers": 0, **kw}
+    )
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,7 @@ def test_training_step_outputs_and_gradients():
     model = SticaModel(TINY).train()
     l1, l2 = torch.randn(2, 2, 3, 16, 32, 32).unbind(0)
     spec = torch.randn(2, 1, 257, 40)
-    crops = FeatureCropConfig(space_medium_size=2, space_small_size=1, time_small=0)
+    crops = FeatureCropConfig(space_medium_size=2, space_small_size=1, time_medium=2, time_small=0)
     out = model([l1, l2], spec, crops, torch.Generator().manual_seed(0))
 
     assert model.video_map_shape(16, 32, 32) == (64, 4, 2, 2)
@@ -75,7 +75,7 @@ def test_concatenated_trunk_call_matches_separate_calls_in_eval_mode():
     model = SticaModel(TINY).eval()
     l1, l2 = torch.randn(2, 3, 3, 16, 32, 32).unbind(0)
     small = torch.randn(3, 3, 16, 16, 16)  # a multi-crop small RGB crop: its own trunk call
-    crops = FeatureCropConfig(space_medium_size=2, space_small_size=1, time_small=0)
+    crops = FeatureCropConfig(space_medium_size=2, space_small_size=1, time_medium=2, time_small=0)
     with torch.no_grad():
         out = model([l1, l2, small], None, crops, torch.Generator().manual_seed(5), crop_views=2)
         for z, v in zip(out["video"], [l1, l2, small], strict=True):
@@ -97,7 +97,7 @@ def test_concatenated_trunk_call_matches_separate_calls_in_eval_mode():
 def test_empty_scale_gives_zero_views_and_crops_need_a_generator():
     model = SticaModel(TINY)
     video = torch.randn(2, 3, 16, 32, 32)
-    only_medium = FeatureCropConfig(space_medium_size=2, space_small=0, time_small=0)
+    only_medium = FeatureCropConfig(space_medium_size=2, space_small=0, time_medium=2, time_small=0)
     out = model([video], crops=only_medium, generator=torch.Generator())
     assert out["crops"][0]["small"].shape == (0, 2, 16)
     with pytest.raises(ValueError, match="Generator"):
@@ -117,7 +117,7 @@ def test_crop_views_crops_only_the_first_videos_of_a_shared_trunk_call():
     torch.manual_seed(0)
     model = SticaModel(TINY).eval()
     l1, l2 = torch.randn(2, 2, 3, 16, 32, 32).unbind(0)
-    crops = FeatureCropConfig(space_medium_size=2, space_small_size=1)
+    crops = FeatureCropConfig(space_medium_size=2, space_small_size=1, time_medium=2)
     with torch.no_grad():
         out = model([l1, l2], crops=crops, generator=torch.Generator().manual_seed(2), crop_views=1)
         fmap = model.video_map(l1)
