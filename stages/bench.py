@@ -75,7 +75,11 @@ def train(profile, batch_size, steps, warmup, device, only, json_out, params_pat
     strategies = [s for s in train_strategies() if not only or any(o in s.name for o in only)]
     if not strategies:
         raise click.BadParameter("no strategy matches", param_hint="--only")
-    result = bench_train(config, batch_size, steps, warmup, device, strategies)
+    from stica.config import load_section
+
+    # the clip spans num_frames at the store's fps: that sets the audio length per sample
+    fps = load_section("preprocess", params_path).fps
+    result = bench_train(config, batch_size, steps, warmup, device, strategies, fps=fps)
     click.echo(format_train_table(result))
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)

@@ -247,7 +247,7 @@ def bench_train(
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     size = base.augment.crop_size
-    height = height or round(size * 128 / 112)  # frames a little larger than the crop, as stored
+    height = height or base.augment.eval_short_side  # the stored short side the crops come from
     width = width or round(height * 4 / 3)
     gen = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 256, (batch_size, base.num_frames, height, width, 3), generator=gen)
