@@ -6,7 +6,6 @@ DataLoader worker, on any rank, and after ``--resume``, which is what makes resu
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Iterator, Sequence
 
@@ -140,6 +139,3 @@ class EpochBatchSampler(torch.utils.data.Sampler):
             mine = rows[self.rank * self.batch : (self.rank + 1) * self.batch]
             yield [(self.epoch, i) for i in mine]
 
-
-def steps_per_epoch(size: int, global_batch: int) -> int:
-    return max(1, math.floor(size / global_batch))
