@@ -138,4 +138,3 @@ class EpochBatchSampler(torch.utils.data.Sampler):
             rows = order[b * global_batch : (b + 1) * global_batch]
             mine = rows[self.rank * self.batch : (self.rank + 1) * self.batch]
             yield [(self.epoch, i) for i in mine]
-
