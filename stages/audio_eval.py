@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from stages.common import load_config, params_options
+from stages.common import params_options
+from stica.config import load_section
 from stica.logs import setup_logging
 
 
@@ -28,16 +29,13 @@ def audio_eval(store, ckpt, out, baseline, params_path, overrides):
     ESC-50 stores: 10 two-second sub-clips per sample, mean over the 5 folds; DCASE2014: 60
     one-second sub-clips; other stores (the demo set): `other_subclips` sub-clips on split 1.
     """
-    from stica.config import load_section
     from stica.eval.audio_eval import audio_eval as run
     from stica.eval.metrics import baseline_block, environment, write_json
 
-    config = load_config("audio_eval", params_path, overrides)
+    config = load_section("audio_eval", params_path, overrides)
     random_config = load_section("pretrain", params_path)
     setup_logging(Path(out).with_suffix(".log"))
     result = run(store, ckpt, config, random_config, baseline=baseline)
-    from stica.data.store import Store
-
     pretrained = result["pretrained"]
     random_init = result.get("random_init")
     metrics = {
@@ -49,7 +47,7 @@ def audio_eval(store, ckpt, out, baseline, params_path, overrides):
         "checkpoint": result["checkpoint"],
         "pretrained": pretrained,
         "random_init": random_init,
-        "manifest_hash": Store(store).manifest_hash(),
+        "manifest_hash": result["manifest_hash"],
         "environment": environment(),
     }
     write_json(out, metrics)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from stages.common import load_config, params_options
+from stages.common import params_options
+from stica.config import load_section
 
 
 @click.group()
@@ -69,14 +70,12 @@ def train(profile, batch_size, steps, warmup, device, only, json_out, params_pat
 
     if profile == "paper":
         params_path = str(Path(__file__).resolve().parents[1] / "profiles" / "paper.yaml")
-    config = load_config("pretrain", params_path, overrides)
+    config = load_section("pretrain", params_path, overrides)
     if batch_size is None:
         batch_size = 8 if torch.cuda.is_available() else 16
     strategies = [s for s in train_strategies() if not only or any(o in s.name for o in only)]
     if not strategies:
         raise click.BadParameter("no strategy matches", param_hint="--only")
-    from stica.config import load_section
-
     # the clip spans num_frames at the store's fps: that sets the audio length per sample
     fps = load_section("preprocess", params_path).fps
     result = bench_train(config, batch_size, steps, warmup, device, strategies, fps=fps)

@@ -1,12 +1,11 @@
-"""Options every stage command shares: the params file and ``--set key=value`` overrides."""
+"""Options every stage command shares: the params file and ``--set key=value`` overrides
+(both go to :func:`stica.config.load_section`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import click
-
-from stica.config import load_section
 
 
 def params_options(f: Callable) -> Callable:
@@ -25,7 +24,3 @@ def params_options(f: Callable) -> Callable:
         help="Params YAML file [default: ./params.yaml if present, else the built-in demo profile].",
     )(f)
     return f
-
-
-def load_config(section: str, params_path: str | None, overrides: tuple[str, ...]):
-    return load_section(section, params_path, overrides)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from stages.common import load_config, params_options
+from stages.common import params_options
+from stica.config import load_section
 from stica.logs import setup_logging
 
 
@@ -28,10 +29,9 @@ def extract_features(store, ckpt, out, params_path, overrides):
     Works on any store, e.g. `stica preprocess my_videos/ --out my_store` then
     `stica extract-features my_store --ckpt models/pretrain.pt --out my_features.h5`.
     """
-    from stica.config import load_section
     from stica.eval.features import extract_features as run
 
-    config = load_config("features", params_path, overrides)
+    config = load_section("features", params_path, overrides)
     random_config = load_section("pretrain", params_path)
     setup_logging(Path(out).with_suffix(".log"))
     summary = run(store, ckpt, config, random_config, out)

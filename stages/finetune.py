@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from stages.common import load_config, params_options
+from stages.common import params_options
+from stica.config import load_section
 from stica.logs import setup_logging
 
 
@@ -54,7 +55,7 @@ def finetune(
     from stica.eval.metrics import environment, write_json
     from stica.train import finetune as ft
 
-    config = load_config("finetune", params_path, overrides)
+    config = load_section("finetune", params_path, overrides)
     if eval_only:
         if len(splits) > 1:
             raise SticaError("--eval-only evaluates one split: give --split at most once")

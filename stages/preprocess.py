@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from stages.common import load_config, params_options
+from stages.common import params_options
+from stica.config import load_section
 
 
 @click.command()
@@ -32,6 +33,6 @@ def preprocess(input_dir, out_dir, workers, no_progress, params_path, overrides)
     """
     from stica.data.preprocess import preprocess as run
 
-    cfg = load_config("preprocess", params_path, overrides)
+    cfg = load_section("preprocess", params_path, overrides)
     result = run(input_dir, out_dir, cfg, workers=workers, progress=not no_progress)
     return 0 if result is not None else 1

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from stages.common import load_config, params_options
+from stages.common import params_options
+from stica.config import load_section
 from stica.logs import setup_logging
 
 
@@ -34,7 +35,7 @@ def pretrain(store, out, log_csv, metrics, resume, max_steps, params_path, overr
     from stica.eval.metrics import environment, write_json
     from stica.train.pretrain import pretrain as run_pretrain
 
-    config = load_config("pretrain", params_path, overrides)
+    config = load_section("pretrain", params_path, overrides)
     dist.init_distributed()
     log_file = Path(out).with_suffix(".log") if dist.is_main_process() else None
     setup_logging(log_file)

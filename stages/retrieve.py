@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from stages.common import load_config, params_options
+from stages.common import params_options
+from stica.config import load_section
 from stica.errors import SticaError
 
 GALLERY_NEIGHBOURS = 5  # top-5 neighbours per query in the PNG, as the issue asks
@@ -110,7 +111,7 @@ def retrieve(
     from stica.eval.retrieval import check_ks, evaluate_retrieval
     from stica.logs import setup_logging
 
-    cfg = load_config("retrieve", params_path, overrides)
+    cfg = load_section("retrieve", params_path, overrides)
     ks = tuple(ks) or cfg.k
     out_path = Path(out)
     log = setup_logging(out_path.parent / "retrieve.log")

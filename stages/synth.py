@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from stages.common import load_config, params_options
+from stages.common import params_options
+from stica.config import load_section
 from stica.logs import setup_logging
 
 
@@ -27,7 +28,7 @@ from stica.logs import setup_logging
 @params_options
 def synth(out: Path, workers: int, params_path: str | None, overrides: tuple[str, ...]) -> None:
     """Write the demo set: classes carried by motion and synchronised sound, not by appearance."""
-    cfg = load_config("synth", params_path, overrides)
+    cfg = load_section("synth", params_path, overrides)
     from stica.data.synth import LOG_FILE, generate, prepare_out
 
     prepare_out(out)  # refuse a foreign folder before writing a log file into it

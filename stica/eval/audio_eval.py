@@ -112,6 +112,7 @@ def audio_eval(
         },
         "samples": len(records),
         "checkpoint": info["checkpoint"],
+        "manifest_hash": store.manifest_hash(),
         **results,
     }
 
