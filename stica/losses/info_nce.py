@@ -1,9 +1,13 @@
 """The noise-contrastive loss of eq. (1) (paper sec. 3.1), DDP-aware.
 
-Under ``torch.distributed`` the keys are gathered from every rank with gradients kept, so the
-negatives of each local query are the keys of the whole global batch. Rank ``r``'s row ``i`` then
-has its positive at global row ``r * B + i``. Averaging the per-rank losses (as DDP averages the
-gradients) gives exactly the loss and gradients of one process on the concatenated batch.
+Under ``torch.distributed`` the keys are gathered from every rank, so the negatives of each local
+query are the keys of the whole global batch. Rank ``r``'s row ``i`` then has its positive at global
+row ``r * B + i``. Averaging the per-rank losses (as DDP averages the gradients) gives exactly the
+loss and gradients of one process on the concatenated batch.
+
+Keys either keep their gradients (``detach_key=False``) or sit under a stop-gradient
+(``detach_key=True``), as in the authors' released code, where every key, local and gathered, is
+detached and only the queries are trained by a term.
 """
 
 from __future__ import annotations
@@ -52,6 +56,16 @@ def positive_index(batch: int, device: torch.device) -> torch.Tensor:
     return torch.arange(batch, device=device) + dist.rank() * batch
 
 
+def gather_keys(keys: torch.Tensor, detach: bool) -> torch.Tensor:
+    """All ranks' keys (dim 0), with gradients or under a stop-gradient.
+
+    Shape:
+        - keys: (B, *) local keys
+        - output: (world_size * B, *)
+    """
+    return dist.gather_detached(keys) if detach else dist.gather_with_grad(keys)
+
+
 def nce_from_normalised(
     query: torch.Tensor, keys: torch.Tensor, temperature: float
 ) -> torch.Tensor:
@@ -66,21 +80,24 @@ def nce_from_normalised(
     return F.cross_entropy(logits, positive_index(query.shape[0], query.device))
 
 
-def info_nce(query: torch.Tensor, key: torch.Tensor, temperature: float) -> torch.Tensor:
+def info_nce(
+    query: torch.Tensor, key: torch.Tensor, temperature: float, *, detach_key: bool = False
+) -> torch.Tensor:
     """Noise-contrastive loss L(α, β) of eq. (1).
 
     ``-1/N Σ_i log( exp(sim(q_i, k_i)/τ) / Σ_j exp(sim(q_i, k_j)/τ) )`` with cosine similarity
     (both inputs are L2-normalised here), row ``i`` of ``query`` matching row ``i`` of ``key`` and
     every other key a negative. Not symmetric: ``info_nce(a, b) != info_nce(b, a)``.
 
-    Under DDP the keys are gathered from every rank with gradients (``dist.gather_with_grad``), so
-    the denominator runs over the global batch; the returned value is this rank's mean over its
-    local rows, and the mean over ranks equals the single-process loss on the global batch.
+    Under DDP the keys are gathered from every rank, so the denominator runs over the global
+    batch; the returned value is this rank's mean over its local rows, and the mean over ranks
+    equals the single-process loss on the global batch.
 
     Args:
         query: embeddings z_α of the query view.
         key: embeddings z_β of the key view, same shape as ``query``.
         temperature: τ > 0.
+        detach_key: stop the gradient at the keys (local and gathered), as the released code.
 
     Shape:
         - query: (B, E)
@@ -93,5 +110,5 @@ def info_nce(query: torch.Tensor, key: torch.Tensor, temperature: float) -> torc
     check_pair(query, key)
     check_temperature(temperature)
     q = F.normalize(query, dim=1)
-    k = dist.gather_with_grad(F.normalize(key, dim=1))  # (W*B, E)
+    k = gather_keys(F.normalize(key, dim=1), detach_key)  # (W*B, E)
     return nce_from_normalised(q, k, float(temperature))

@@ -1,9 +1,12 @@
-"""Within-modal loss L_vv over feature-crop views (paper sec. 3.2, eq. 6).
+"""Within-modal loss L_vv over every pair of views, as eq. (6) of the paper's text reads.
 
 View set T_i of RGB crop L_i holds L_i itself, its m medium and its n small feature crops (spatial
 or temporal). L_vv sums L(α, β) + L(β, α) over (α, β) ∈ T1 × T2 except small × small pairs, i.e.
 ``2((1+m+n)² − n²)`` terms. (The paper's text writes ``2((m+n)² − n²)``, leaving L_i out of T_i;
 SPEC puts L_i in T_i, which also makes the two-RGB-crop loss the special case m = n = 0.)
+
+This is ``pretrain.vv_pairs: all``, an ablation: the authors' released code, which produced the
+paper's numbers, compares far fewer pairs (:mod:`stica.losses.feature_crops`).
 
 All pairs are computed at once: the views of each set are stacked to (K, B, E), each set is
 gathered once across ranks, and one einsum gives every (α, β) similarity matrix.
@@ -18,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from stica import dist
-from stica.losses.info_nce import check_temperature, positive_index
+from stica.losses.info_nce import check_temperature, gather_keys, positive_index
 
 # A view set: named groups of stacked views, or (is_small, views) pairs. A group's tensor is
 # (K, B, E) for K views of the same kind or (B, E) for one view.
@@ -76,12 +79,17 @@ def stack_views(
     return stacked, torch.tensor(flags, dtype=torch.bool, device=stacked.device)
 
 
-def _gather_views(z: torch.Tensor) -> torch.Tensor:
-    """Gather stacked views along the batch dim. Shape: (K, B, E) -> (K, W*B, E)."""
-    return dist.gather_with_grad(z.transpose(0, 1)).transpose(0, 1)
+def gather_views(z: torch.Tensor, detach: bool = False) -> torch.Tensor:
+    """Gather stacked views along the batch dim (with gradients, or under a stop-gradient).
+
+    Shape: (K, B, E) -> (K, W*B, E)
+    """
+    if not dist.is_distributed():
+        return z.detach() if detach else z
+    return gather_keys(z.transpose(0, 1), detach).transpose(0, 1)
 
 
-def _pairwise_nce(q: torch.Tensor, k_all: torch.Tensor, temperature: float) -> torch.Tensor:
+def pairwise_nce(q: torch.Tensor, k_all: torch.Tensor, temperature: float) -> torch.Tensor:
     """Eq. (1) for every (query view, key view) pair at once.
 
     Shape:
@@ -104,6 +112,7 @@ def within_modal_loss(
     *,
     is_small: Callable[[str], bool] = default_is_small,
     reduction: Literal["sum", "mean"] = "sum",
+    detach_keys: bool = False,
 ) -> tuple[torch.Tensor, int]:
     """Within-modal loss L_vv of eq. (6) between view sets T1 and T2.
 
@@ -118,6 +127,7 @@ def within_modal_loss(
         temperature: τ (paper: 0.5).
         is_small: for named groups, which names are small crops (default: name ends in "small").
         reduction: ``"sum"`` as in eq. (6), or ``"mean"`` over the terms.
+        detach_keys: keys (local and gathered) under a stop-gradient.
 
     Shape:
         - every view: (B, E); a group stacks K of them as (K, B, E)
@@ -147,8 +157,8 @@ def within_modal_loss(
     tau = float(temperature)
     z1 = F.normalize(z1, dim=2)
     z2 = F.normalize(z2, dim=2)
-    loss_12 = _pairwise_nce(z1, _gather_views(z2), tau)  # (K1, K2): L(α, β)
-    loss_21 = _pairwise_nce(z2, _gather_views(z1), tau)  # (K2, K1): L(β, α)
+    loss_12 = pairwise_nce(z1, gather_views(z2, detach_keys), tau)  # (K1, K2): L(α, β)
+    loss_21 = pairwise_nce(z2, gather_views(z1, detach_keys), tau)  # (K2, K1): L(β, α)
     w = keep.to(loss_12.dtype)
     loss = (loss_12 * w).sum() + (loss_21 * w.t()).sum()
     if reduction == "mean":
@@ -162,6 +172,7 @@ def within_modal_loss_reference(
     temperature: float = 0.5,
     *,
     is_small: Callable[[str], bool] = default_is_small,
+    detach_keys: bool = False,
 ) -> tuple[torch.Tensor, int]:
     """Python double loop over view pairs calling ``info_nce``: the reference for tests."""
     from stica.losses.info_nce import info_nce
@@ -173,6 +184,7 @@ def within_modal_loss_reference(
         for j in range(z2.shape[0]):
             if small1[i] and small2[j]:
                 continue
-            loss = loss + info_nce(z1[i], z2[j], temperature) + info_nce(z2[j], z1[i], temperature)
+            loss = loss + info_nce(z1[i], z2[j], temperature, detach_key=detach_keys)
+            loss = loss + info_nce(z2[j], z1[i], temperature, detach_key=detach_keys)
             n += 2
     return loss, n

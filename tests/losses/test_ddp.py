@@ -13,9 +13,22 @@ from stica.losses import MODES, stica_loss
 
 WORLD = 2
 B_LOCAL, D_IN, E = 3, 5, 4
-N_MEDIUM, N_SMALL, N_SMALL_RGB = 2, 3, 1
-# rows of the input tensor: audio, L1, L2, medium crops of L1 / L2, small crops of L1 / L2, small RGB
-N_INPUTS = 3 + 2 * (N_MEDIUM + N_SMALL) + N_SMALL_RGB
+# feature crops per RGB crop by group (the paper-best counts but fewer small spatial crops)
+CROPS = {"space_medium": 2, "space_small": 3, "time_medium": 2, "time_small": 1}
+N_SMALL_RGB = 1
+# rows of the input tensor: audio, L1, L2, the crops of L1, the crops of L2, small RGB
+N_INPUTS = 3 + 2 * sum(CROPS.values()) + N_SMALL_RGB
+# the released code's recipe (the defaults) and the paper's-text reading with gradient keys
+RECIPES = {
+    "official": {},
+    "text": {
+        "vv_pairs": "all",
+        "vv_reduction": "sum",
+        "va_reduction": "sum",
+        "stop_grad_keys": False,
+    },
+}
+CASES = [(mode, recipe) for mode in MODES for recipe in RECIPES]
 
 
 def make_data():
@@ -28,22 +41,26 @@ def make_data():
     return x, model
 
 
-def loss_of(model: nn.Module, x: torch.Tensor, mode: str) -> dict:
+def loss_of(model: nn.Module, x: torch.Tensor, mode: str, recipe: str) -> dict:
     z = model(x)  # (N_INPUTS, B, E): one forward for every view
     a, v1, v2 = z[0], z[1], z[2]
     i = 3
-    m1, m2 = z[i : i + N_MEDIUM], z[i + N_MEDIUM : i + 2 * N_MEDIUM]
-    i += 2 * N_MEDIUM
-    s1, s2 = z[i : i + N_SMALL], z[i + N_SMALL : i + 2 * N_SMALL]
-    small_rgb = list(z[i + 2 * N_SMALL :])
+    crops = []
+    for _ in range(2):
+        views = {}
+        for group, k in CROPS.items():
+            views[group], i = z[i : i + k], i + k
+        crops.append(views)
+    small_rgb = list(z[i:])
     return stica_loss(
         mode,
         a,
         v1,
         v2,
-        crops1={"medium": m1, "small": s1},
-        crops2={"medium": m2, "small": s2},
+        crops1=crops[0],
+        crops2=crops[1],
         small_rgb=small_rgb,
+        **RECIPES[recipe],
     )
 
 
@@ -52,12 +69,12 @@ def _worker(rank: int, out_dir: str) -> None:
     x_all, model = make_data()
     ddp = DistributedDataParallel(model)
     result = {}
-    for mode in MODES:
+    for mode, recipe in CASES:
         x = x_all[:, rank * B_LOCAL : (rank + 1) * B_LOCAL].clone().requires_grad_()
         ddp.zero_grad()
-        out = loss_of(ddp, x, mode)
+        out = loss_of(ddp, x, mode, recipe)
         out["loss"].backward()  # DDP all-reduces (averages) the weight gradients
-        result[mode] = {
+        result[f"{mode}/{recipe}"] = {
             "loss": dist.all_reduce_mean(out["loss"]),
             "n": out["n_vv_terms"],
             "weight_grad": model.weight.grad.clone(),
@@ -74,19 +91,20 @@ def ddp_results(tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_two_ranks_equal_one_process(ddp_results, mode):
+@pytest.mark.parametrize("mode,recipe", CASES)
+def test_two_ranks_equal_one_process(ddp_results, mode, recipe):
     x, model = make_data()
     x.requires_grad_()
-    out = loss_of(model, x, mode)
+    out = loss_of(model, x, mode, recipe)
     out["loss"].backward()
-    ranks = [r[mode] for r in ddp_results]
+    ranks = [r[f"{mode}/{recipe}"] for r in ddp_results]
     for r in ranks:
         torch.testing.assert_close(r["loss"], out["loss"].detach())
         assert r["n"] == out["n_vv_terms"]
         torch.testing.assert_close(r["weight_grad"], model.weight.grad)
         torch.testing.assert_close(r["bias_grad"], model.bias.grad)
-    # each rank's loss is its local mean but its inputs receive the gradients of every rank's
-    # loss (through the gathered keys): the sum over ranks is WORLD x the global mean's gradient
+    # each rank's loss is its local mean; its inputs receive the gradients of every rank's loss
+    # (through the gathered keys, unless they are detached): the sum over ranks is WORLD x the
+    # global mean's gradient
     input_grad = torch.cat([r["input_grad"] for r in ranks], dim=1) / WORLD
     torch.testing.assert_close(input_grad, x.grad)

@@ -80,15 +80,34 @@ def test_not_a_tensor():
         info_nce([[1.0, 2.0]], torch.randn(1, 2), 0.1)
 
 
-def test_cross_modal_is_sum_of_four_terms():
+def test_cross_modal_is_sum_or_mean_of_four_terms():
     g = torch.Generator().manual_seed(3)
     v1, v2, a = (torch.randn(6, 5, generator=g, dtype=torch.float64) for _ in range(3))
     tau = 0.1
     expected = info_nce(v1, a, tau) + info_nce(v2, a, tau) + info_nce(a, v1, tau)
     expected = expected + info_nce(a, v2, tau)
-    assert cross_modal_loss(v1, v2, a, tau).item() == pytest.approx(expected.item(), rel=1e-12)
+    summed = cross_modal_loss(v1, v2, a, tau, reduction="sum")
+    assert summed.item() == pytest.approx(expected.item(), rel=1e-12)
+    # the released code: 0.5 * (gdt(v1, a) + gdt(v2, a)), each gdt the mean of its 2 directions
+    assert cross_modal_loss(v1, v2, a, tau).item() == pytest.approx(expected.item() / 4, rel=1e-12)
     single = info_nce(v1, a, tau) + info_nce(a, v1, tau)
-    assert cross_modal_loss(v1, None, a, tau).item() == pytest.approx(single.item(), rel=1e-12)
+    summed = cross_modal_loss(v1, None, a, tau, reduction="sum")
+    assert summed.item() == pytest.approx(single.item(), rel=1e-12)
+    assert cross_modal_loss(v1, None, a, tau).item() == pytest.approx(single.item() / 2, rel=1e-12)
+
+
+def test_detached_key_gets_no_gradient_and_the_value_is_unchanged():
+    g = torch.Generator().manual_seed(5)
+    q, k = (
+        torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2)
+    )
+    with_grad = info_nce(q, k, 0.2)
+    detached = info_nce(q, k, 0.2, detach_key=True)
+    assert detached.item() == pytest.approx(with_grad.item(), rel=1e-15)
+    detached.backward()
+    assert k.grad is None and q.grad is not None and q.grad.abs().sum() > 0
+    info_nce(q, k, 0.2).backward()
+    assert k.grad is not None and k.grad.abs().sum() > 0
 
 
 def test_cross_modal_validation():

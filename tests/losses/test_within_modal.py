@@ -94,15 +94,26 @@ def test_validation_errors():
         within_modal_loss(t, t, reduction="max")
 
 
-def test_stica_loss_modes():
+# the paper's-text reading of eq. (6)/(7): every pair, sums, gradients through the keys
+TEXT_READING = {
+    "vv_pairs": "all",
+    "vv_reduction": "sum",
+    "va_reduction": "sum",
+    "stop_grad_keys": False,
+}
+
+
+def test_stica_loss_modes_paper_text_reading():
     g = torch.Generator().manual_seed(11)
     b, e = 4, 6
     a, v1, v2, s1, s2 = (torch.randn(b, e, generator=g, dtype=torch.float64) for _ in range(5))
-    crops1 = {"medium": torch.randn(2, b, e, generator=g, dtype=torch.float64)}
-    crops1["small"] = torch.randn(3, b, e, generator=g, dtype=torch.float64)
+    crops1 = {"space_medium": torch.randn(2, b, e, generator=g, dtype=torch.float64)}
+    crops1["space_small"] = torch.randn(3, b, e, generator=g, dtype=torch.float64)
     crops2 = {k: torch.randn_like(v) for k, v in crops1.items()}
     out = {
-        mode: stica_loss(mode, a, v1, v2, crops1=crops1, crops2=crops2, small_rgb=[s1, s2])
+        mode: stica_loss(
+            mode, a, v1, v2, crops1=crops1, crops2=crops2, small_rgb=[s1, s2], **TEXT_READING
+        )
         for mode in MODES
     }
     va1 = info_nce(v1, a, 0.1) + info_nce(a, v1, 0.1)
@@ -128,8 +139,22 @@ def test_stica_loss_modes():
         v2,
         crops1={"full": v1[None], **crops1},
         crops2={"full": v2[None], **crops2},
+        **TEXT_READING,
     )
     assert with_full["loss"].item() == pytest.approx(out["feature_crops"]["loss"].item())
+
+
+def test_stica_loss_reductions_are_means_of_the_text_reading():
+    """The released code's "mean" reductions divide the text reading's sums by the term counts."""
+    g = torch.Generator().manual_seed(12)
+    b, e = 5, 3
+    a, v1, v2 = (torch.randn(b, e, generator=g, dtype=torch.float64) for _ in range(3))
+    total = stica_loss("two_crops", a, v1, v2, **TEXT_READING)
+    mean = stica_loss(
+        "two_crops", a, v1, v2, vv_pairs="all", vv_reduction="mean", va_reduction="mean"
+    )
+    assert mean["loss_va"].item() == pytest.approx(total["loss_va"].item() / 4)
+    assert mean["loss_vv"].item() == pytest.approx(total["loss_vv"].item() / 2)
 
 
 def test_stica_loss_errors():
