@@ -10,9 +10,9 @@ advanced indexing into one (K*B, D, t, h, w) batch and pools + projects them in 
 :func:`embed_crops_loop` is the naive reference (one crop of one sample at a time), used by the
 tests and the benchmark.
 
-Views come back grouped by scale, ``{"medium": (Km, B, E), "small": (Ks, B, E)}``: medium =
-space-medium then time-medium crops, small = space-small then time-small crops, so the
-within-modal loss (eq. 6) can drop small x small pairs by key.
+Views come back by group, ``{"space_medium": (K, B, E), "space_small": ..., "time_medium": ...,
+"time_small": ...}`` (groups without crops are absent), so the within-modal loss can pick its
+pairs by group (:mod:`stica.losses.feature_crops`) or drop small x small pairs by name.
 """
 
 from __future__ import annotations
@@ -24,14 +24,13 @@ import torch
 
 from stica.config import FeatureCropConfig
 
-# (group name, scale, spatial?) in the order views are concatenated within a scale.
+# (group name, scale, spatial?)
 GROUPS = (
     ("space_medium", "medium", True),
     ("space_small", "small", True),
     ("time_medium", "medium", False),
     ("time_small", "small", False),
 )
-SCALES = ("medium", "small")
 
 EmbedFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -119,33 +118,24 @@ def gather_crops(fmap: torch.Tensor, group: CropGroup) -> tuple[torch.Tensor, to
     return crops, off[..., 0].reshape(k * b)
 
 
-def _by_scale(views: list[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    out = {}
-    for scale in SCALES:
-        parts = [v for s, v in views if s == scale]
-        if parts:
-            out[scale] = torch.cat(parts, dim=0)
-    return out
-
-
 def embed_crops(
     embed_fn: EmbedFn, fmap: torch.Tensor, groups: Sequence[CropGroup]
 ) -> dict[str, torch.Tensor]:
     """Embed every crop group with ONE ``embed_fn`` call per group (batched path).
 
     ``embed_fn(crops, time_offset)`` maps (N, D, t, h, w) and (N,) to (N, E), e.g.
-    ``model.embed_video_map``. Scales without crops are absent from the result.
+    ``model.embed_video_map``. Groups without crops are absent from the result.
 
     Shape:
-        fmap (B, D, T1, H1, W1) -> {"medium": (Km, B, E), "small": (Ks, B, E)}
+        fmap (B, D, T1, H1, W1) -> {group name: (K, B, E)}
     """
     b = fmap.shape[0]
-    views = []
+    views = {}
     for group in groups:
         crops, time_offset = gather_crops(fmap, group)  # (K*B, D, t, h, w), (K*B,)
         z = embed_fn(crops, time_offset)  # (K*B, E)
-        views.append((group.scale, z.view(group.count, b, -1)))
-    return _by_scale(views)
+        views[group.name] = z.view(group.count, b, -1)
+    return views
 
 
 def embed_crops_loop(
@@ -154,10 +144,10 @@ def embed_crops_loop(
     """Reference path: slice and embed one crop of one sample at a time (slow; tests, benchmark).
 
     Shape:
-        fmap (B, D, T1, H1, W1) -> {"medium": (Km, B, E), "small": (Ks, B, E)}
+        fmap (B, D, T1, H1, W1) -> {group name: (K, B, E)}
     """
     b = fmap.shape[0]
-    views = []
+    views = {}
     for group in groups:
         t, h, w = group.size
         rows = []
@@ -167,5 +157,5 @@ def embed_crops_loop(
                 offset = torch.tensor([t0], device=fmap.device)
                 rows.append(embed_fn(crop, offset))  # (1, E)
             assert len(rows) == (k + 1) * b
-        views.append((group.scale, torch.cat(rows).view(group.count, b, -1)))
-    return _by_scale(views)
+        views[group.name] = torch.cat(rows).view(group.count, b, -1)
+    return views

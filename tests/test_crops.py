@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from stica.config import ConfigError, FeatureCropConfig, ModelConfig
-from stica.crops import crop_sizes, embed_crops, embed_crops_loop, gather_crops, sample_crops
+from stica.crops import (
+    GROUPS,
+    crop_sizes,
+    embed_crops,
+    embed_crops_loop,
+    gather_crops,
+    sample_crops,
+)
 from stica.errors import SticaError
 from stica.models import SticaModel
 
@@ -110,10 +117,11 @@ def test_batched_crops_equal_one_crop_at_a_time(pooling):
     groups_again = sample_crops(config, fmap.shape, 3, torch.Generator().manual_seed(7))
     looped = embed_crops_loop(model.embed_video_map, fmap, groups_again)
 
-    assert batched.keys() == looped.keys() == {"medium", "small"}
-    assert batched["medium"].shape == (4, 3, 16) and batched["small"].shape == (5, 3, 16)
-    for scale in batched:
-        torch.testing.assert_close(batched[scale], looped[scale], atol=1e-5, rtol=1e-5)
+    assert batched.keys() == looped.keys() == {g for g, _, _ in GROUPS}
+    counts = {g: batched[g].shape[0] for g in batched}
+    assert counts == {"space_medium": 2, "space_small": 4, "time_medium": 2, "time_small": 1}
+    for group in batched:
+        torch.testing.assert_close(batched[group], looped[group], atol=1e-5, rtol=1e-5)
     # Same gradients back into the trunk's map, too.
     (g_batched,) = torch.autograd.grad(sum(v.pow(3).sum() for v in batched.values()), fmap)
     (g_looped,) = torch.autograd.grad(sum(v.pow(3).sum() for v in looped.values()), fmap)

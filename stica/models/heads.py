@@ -1,4 +1,9 @@
-"""Projection heads: MLP D -> hidden -> embed (Linear-BN-ReLU-Linear, as GDT), L2-normalised.
+"""Projection heads: Dropout-Linear-BN-ReLU-Dropout-Linear (GDT's ``MLP``), L2-normalised.
+
+The layout is the released code's, module for module (so GDT checkpoints' heads map onto it):
+``mlp = [Dropout(p), Linear(D, hidden, bias=False), BatchNorm1d(hidden), ReLU, Dropout(p),
+Linear(hidden, E)]``; the first Linear has no bias because the BatchNorm after it removes any.
+Paper profile: p = 0.3, hidden 512, E = 256.
 
 The BatchNorm matters: without it the audio head collapsed to a constant embedding within a few
 dozen SGD steps on the demo (the trunk's pooled features share a large common component, and the
@@ -14,18 +19,20 @@ from torch import nn
 
 
 class MLPHead(nn.Module):
-    """Linear-BatchNorm-ReLU-Linear projection followed by L2 normalisation.
+    """Projection MLP followed by L2 normalisation.
 
     Shape:
         (N, in_dim) -> (N, embed_dim), rows of unit norm
     """
 
-    def __init__(self, in_dim: int, hidden: int, embed_dim: int) -> None:
+    def __init__(self, in_dim: int, hidden: int, embed_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.mlp = nn.Sequential(
-            nn.Linear(in_dim, hidden),
+            nn.Dropout(dropout),
+            nn.Linear(in_dim, hidden, bias=False),
             nn.BatchNorm1d(hidden),
             nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
             nn.Linear(hidden, embed_dim),
         )
 

@@ -1,25 +1,36 @@
 """Pooling of a video feature map (N, D, t, h, w) to one D vector per map (paper eq. 4, sec. 3.3).
 
 ``avg``: spatial then temporal average (P_t o P_s).
-``transformer``: spatial average -> (N, t, D) tokens + a learned ABSOLUTE temporal position
-embedding -> a small ``nn.TransformerEncoder`` over time -> mean over the t output tokens.
 
-Choice: the mean of the output tokens rather than a CLS token. It keeps ``transformer`` a drop-in
-for ``avg`` (same reduction, contextualised tokens) and needs no extra position for the CLS slot.
+``transformer``, two styles:
 
-Temporal feature crops pass ``time_offset`` (the crop's first time step in the full map), so each
-token keeps the position embedding of its absolute time: a temporal crop is then the same as the
-full map with attention masked to the crop's time steps, as the paper describes.
+- ``official`` (the paper profile): the encoder of the authors' released code. Spatial average,
+  then the t time steps resampled to ``tokens`` steps by adaptive average pooling (a 3- or 2-step
+  temporal crop of a 4-step map becomes 4 tokens), then post-LN layers whose attention has only
+  query and key projections (values and output are the tokens themselves), FFN 2048 with GELU,
+  LayerNorm eps 1e-12, weights N(0, 0.02); no position embeddings; the output is token 0.
+  2 layers at D = 512 hold 5.25 M parameters (Table 1d: +5.2 M).
+- ``ours``: stica's first design, kept for ablations: learned absolute position embeddings
+  (temporal crops pass ``time_offset``, their first step in the full map), pre-LN
+  ``nn.TransformerEncoder`` layers with FFN = D and a final LayerNorm, mean over the tokens.
+
+Every pooling is called as ``pool(fmap, time_offset=None, tokens=None)``; arguments a style does
+not use are ignored, so callers need not know the style.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from stica.errors import SticaError
 
 POSITION_INIT_STD = 0.02  # ViT/BERT-style; non-zero so that token order matters from step 0
+# the released code's encoder: FFN width, LayerNorm eps and initialisation (BERT/XLM style)
+OFFICIAL_FFN_DIM = 2048
+OFFICIAL_LN_EPS = 1e-12
+OFFICIAL_INIT_STD = 0.02
 
 
 class AvgPool(nn.Module):
@@ -29,15 +40,101 @@ class AvgPool(nn.Module):
         (N, D, t, h, w) -> (N, D)
     """
 
-    def forward(self, fmap: torch.Tensor, time_offset: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        fmap: torch.Tensor,
+        time_offset: torch.Tensor | None = None,
+        tokens: int | None = None,
+    ) -> torch.Tensor:
         return fmap.mean(dim=(3, 4)).mean(dim=2)
 
 
-class TransformerPool(nn.Module):
-    """Spatial average, then a temporal transformer with absolute position embeddings.
+class QKAttention(nn.Module):
+    """Multi-head self-attention with query and key projections only (value = input, no output
+    projection), as the released code's ``MultiHeadAttention`` with ``qkv_mha=False``.
 
-    The feed-forward width equals ``dim`` (the paper's "hidden dimension 512"); pre-norm layers
-    with a final LayerNorm train stably under large-lr SGD.
+    Shape:
+        (N, t, D) -> (N, t, D)
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, d = x.shape
+
+        def split(y: torch.Tensor) -> torch.Tensor:
+            return y.view(n, t, self.heads, d // self.heads).transpose(1, 2)  # (N, h, t, d/h)
+
+        out = F.scaled_dot_product_attention(
+            split(self.q(x)),
+            split(self.k(x)),
+            split(x),
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # (N, h, t, d/h)
+        return out.transpose(1, 2).reshape(n, t, d)
+
+
+class OfficialLayer(nn.Module):
+    """Post-LN encoder layer: x = LN(x + drop(attn(x))); x = LN(x + drop(FFN(x))).
+
+    Shape:
+        (N, t, D) -> (N, t, D)
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.attention = QKAttention(dim, heads, dropout)
+        self.norm1 = nn.LayerNorm(dim, eps=OFFICIAL_LN_EPS)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, OFFICIAL_FFN_DIM), nn.GELU(), nn.Linear(OFFICIAL_FFN_DIM, dim)
+        )
+        self.norm2 = nn.LayerNorm(dim, eps=OFFICIAL_LN_EPS)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.dropout(self.attention(x)))
+        return self.norm2(x + self.dropout(self.ffn(x)))
+
+
+class OfficialTransformerPool(nn.Module):
+    """The released code's temporal transformer: resample to ``tokens`` steps, encode, token 0.
+
+    Shape:
+        fmap (N, D, t, h, w), tokens (int, the full map's T1; None = t) -> (N, D)
+    """
+
+    def __init__(self, dim: int, layers: int, heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(OfficialLayer(dim, heads, dropout) for _ in range(layers))
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, mean=0.0, std=OFFICIAL_INIT_STD)
+                nn.init.zeros_(m.bias)
+
+    def forward(
+        self,
+        fmap: torch.Tensor,
+        time_offset: torch.Tensor | None = None,
+        tokens: int | None = None,
+    ) -> torch.Tensor:
+        x = fmap.mean(dim=(3, 4))  # (N, D, t)
+        if tokens is not None and tokens != x.shape[2]:
+            x = F.adaptive_avg_pool1d(x, tokens)  # (N, D, tokens)
+        x = x.transpose(1, 2).contiguous()  # (N, tokens, D)
+        for layer in self.layers:
+            x = layer(x)
+        return x[:, 0]
+
+
+class TransformerPool(nn.Module):
+    """Spatial average, then a temporal transformer with absolute position embeddings ("ours").
+
+    The feed-forward width equals ``dim``; pre-norm layers with a final LayerNorm; the output is
+    the mean of the tokens.
 
     Shape:
         fmap (N, D, t, h, w), time_offset (N,) long or None (= 0) -> (N, D)
@@ -61,7 +158,12 @@ class TransformerPool(nn.Module):
             layer, num_layers=layers, norm=nn.LayerNorm(dim), enable_nested_tensor=False
         )
 
-    def forward(self, fmap: torch.Tensor, time_offset: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        fmap: torch.Tensor,
+        time_offset: torch.Tensor | None = None,
+        tokens: int | None = None,
+    ) -> torch.Tensor:
         n, _, t = fmap.shape[:3]
         if t > self.max_time:
             raise SticaError(
@@ -69,22 +171,38 @@ class TransformerPool(nn.Module):
                 f"{t} time steps of the video feature map (use more, or fewer frames)"
             )
         # Contiguous tokens: the encoder's linear layers are much slower on the transposed view.
-        tokens = fmap.mean(dim=(3, 4)).transpose(1, 2).contiguous()  # (N, t, D)
+        tokens_ = fmap.mean(dim=(3, 4)).transpose(1, 2).contiguous()  # (N, t, D)
         steps = torch.arange(t, device=fmap.device)  # (t,)
         if time_offset is None:
             pos = self.position[steps].unsqueeze(0)  # (1, t, D)
         else:
             pos = self.position[time_offset.to(fmap.device).view(n, 1) + steps]  # (N, t, D)
-        out = self.encoder(tokens + pos.to(tokens.dtype))  # (N, t, D)
+        out = self.encoder(tokens_ + pos.to(tokens_.dtype))  # (N, t, D)
         return out.mean(dim=1)
 
 
 def build_pooling(
-    kind: str, dim: int, layers: int, heads: int, max_time: int, dropout: float = 0.0
+    kind: str,
+    dim: int,
+    layers: int,
+    heads: int,
+    max_time: int,
+    dropout: float = 0.0,
+    style: str = "official",
 ) -> nn.Module:
-    """Pooling module ``kind`` ("avg" | "transformer") called as ``pool(fmap, time_offset=None)``."""
+    """Pooling ``kind`` ("avg" | "transformer", of ``style`` "official" | "ours"), called as
+    ``pool(fmap, time_offset=None, tokens=None)``."""
     if kind == "avg":
         return AvgPool()
-    if kind == "transformer":
+    if kind != "transformer":
+        raise ValueError(f"unknown pooling {kind!r}")
+    if style == "official":
+        return OfficialTransformerPool(dim, layers, heads, dropout)
+    if style == "ours":
         return TransformerPool(dim, layers, heads, max_time, dropout)
-    raise ValueError(f"unknown pooling {kind!r}")
+    raise ValueError(f"unknown transformer style {style!r}")
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Number of trainable parameters (Table 1d compares pooling heads by this)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from stica.config import FeatureCropConfig, ModelConfig, from_dict
-from stica.crops import SCALES, embed_crops, sample_crops
+from stica.crops import embed_crops, sample_crops
 from stica.models.audio import build_audio_trunk
 from stica.models.heads import MLPHead
 from stica.models.pooling import build_pooling
@@ -43,9 +43,11 @@ class SticaModel(nn.Module):
             config.transformer_heads,
             config.max_time,
             config.transformer_dropout,
+            config.transformer_style,
         )
-        self.video_head = MLPHead(config.video_dim, config.head_hidden, config.embed_dim)
-        self.audio_head = MLPHead(config.audio_dim, config.head_hidden, config.embed_dim)
+        dims = (config.head_hidden, config.embed_dim, config.head_dropout)
+        self.video_head = MLPHead(config.video_dim, *dims)
+        self.audio_head = MLPHead(config.audio_dim, *dims)
 
     # ---- video -------------------------------------------------------------------------------
 
@@ -65,27 +67,35 @@ class SticaModel(nn.Module):
         return self.video_trunk(video)
 
     def pool_video_map(
-        self, fmap: torch.Tensor, time_offset: torch.Tensor | None = None
+        self,
+        fmap: torch.Tensor,
+        time_offset: torch.Tensor | None = None,
+        tokens: int | None = None,
     ) -> torch.Tensor:
         """Pooled video features (before the head; finetuning classifies these).
+
+        A temporal crop passes ``time_offset``, its first time step in the full map (the "ours"
+        transformer keeps absolute position embeddings), and ``tokens``, the full map's T1 (the
+        official transformer resamples the crop to that many tokens); ``None``: a full map.
 
         Shape:
             fmap (N, D, t, h, w), time_offset (N,) long or None -> (N, D)
         """
-        return self.video_pool(fmap, time_offset)
+        return self.video_pool(fmap, time_offset, tokens)
 
     def embed_video_map(
-        self, fmap: torch.Tensor, time_offset: torch.Tensor | None = None
+        self,
+        fmap: torch.Tensor,
+        time_offset: torch.Tensor | None = None,
+        tokens: int | None = None,
     ) -> torch.Tensor:
-        """Pool + head: a (cropped) map to L2-normalised embeddings.
-
-        ``time_offset`` is each map's first time step in the full map (temporal crops keep their
-        absolute position embeddings); ``None`` means 0.
+        """Pool + head: a (cropped) map to L2-normalised embeddings (arguments as
+        :meth:`pool_video_map`).
 
         Shape:
             fmap (N, D, t, h, w), time_offset (N,) or None -> (N, E)
         """
-        return self.video_head(self.video_pool(fmap, time_offset))
+        return self.video_head(self.video_pool(fmap, time_offset, tokens))
 
     def video_features(self, video: torch.Tensor) -> torch.Tensor:
         """Shape: (B, 3, T, H, W) -> (B, D)"""
@@ -134,7 +144,7 @@ class SticaModel(nn.Module):
         Returns:
             ``"video"``: list of (B, E), one per input video;
             ``"crops"`` (when ``crops``): list, one per cropped video, of
-            ``{"medium": (Km, B, E), "small": (Ks, B, E)}`` (K may be 0);
+            ``{group name: (K, B, E)}`` (``"space_medium"``, ...; groups without crops absent);
             ``"audio"``: (B, E) when ``spec`` (B, 1, n_mels, frames) is given.
         """
         out: dict[str, Any] = {}
@@ -168,14 +178,14 @@ class SticaModel(nn.Module):
         if len(cropped) < len(idx):
             fmap = fmap.unflatten(0, (len(idx), b))[cropped].flatten(0, 1)  # (Vc*B, D, ...)
         groups = sample_crops(crops, fmap.shape, len(cropped) * b, generator, fmap.device)
-        views = embed_crops(self.embed_video_map, fmap, groups)  # scale -> (K, Vc*B, E)
+        t1 = fmap.shape[2]
+
+        def embed(x: torch.Tensor, time_offset: torch.Tensor) -> torch.Tensor:
+            return self.embed_video_map(x, time_offset, tokens=t1)
+
+        views = embed_crops(embed, fmap, groups)  # group -> (K, Vc*B, E)
         for c, j in enumerate(cropped):
-            out["crops"][idx[j]] = {
-                s: views[s][:, c * b : (c + 1) * b]
-                if s in views
-                else fmap.new_zeros(0, b, self.config.embed_dim)
-                for s in SCALES
-            }
+            out["crops"][idx[j]] = {g: z[:, c * b : (c + 1) * b] for g, z in views.items()}
 
 
 def build_model(config: ModelConfig | dict[str, Any]) -> SticaModel:

@@ -16,6 +16,11 @@ def _shapes(model):
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
+def _embed_with_tokens(model, fmap):
+    """The model's crop embedding: temporal crops resampled to the full map's T1 tokens."""
+    return lambda x, off: model.embed_video_map(x, off, tokens=fmap.shape[2])
+
+
 def test_rebuilt_from_config_dict_has_identical_state_dict():
     model = SticaModel(TINY)
     saved = dataclasses.asdict(model.config)
@@ -58,8 +63,10 @@ def test_training_step_outputs_and_gradients():
     assert [tuple(z.shape) for z in out["video"]] == [(2, 16), (2, 16)]
     assert out["audio"].shape == (2, 16)
     for views in out["crops"]:
-        assert views["medium"].shape == (4, 2, 16)  # 2 spatial + 2 temporal medium crops
-        assert views["small"].shape == (4, 2, 16)  # 4 spatial small crops, no temporal small
+        assert views.keys() == {"space_medium", "space_small", "time_medium"}  # no time_small
+        assert views["space_medium"].shape == (2, 2, 16)
+        assert views["space_small"].shape == (4, 2, 16)
+        assert views["time_medium"].shape == (2, 2, 16)
     every = [*out["video"], out["audio"], *(v for c in out["crops"] for v in c.values())]
     for z in every:
         torch.testing.assert_close(z.norm(dim=-1), torch.ones(z.shape[:-1]))
@@ -83,23 +90,24 @@ def test_concatenated_trunk_call_matches_separate_calls_in_eval_mode():
         # Crops of L1 and L2 were drawn for the concatenated (L1, L2) map of 2 x 3 samples.
         fmap = model.video_map(torch.cat([l1, l2]))
         groups = sample_crops(crops, fmap.shape, 6, torch.Generator().manual_seed(5))
-        views = embed_crops(model.embed_video_map, fmap, groups)
-    for scale in ("medium", "small"):
+        views = embed_crops(_embed_with_tokens(model, fmap), fmap, groups)
+    assert out["crops"][0].keys() == views.keys()
+    for group in views:
         torch.testing.assert_close(
-            out["crops"][0][scale], views[scale][:, :3], atol=1e-5, rtol=1e-5
+            out["crops"][0][group], views[group][:, :3], atol=1e-5, rtol=1e-5
         )
         torch.testing.assert_close(
-            out["crops"][1][scale], views[scale][:, 3:], atol=1e-5, rtol=1e-5
+            out["crops"][1][group], views[group][:, 3:], atol=1e-5, rtol=1e-5
         )
     assert len(out["crops"]) == 2 and "audio" not in out
 
 
-def test_empty_scale_gives_zero_views_and_crops_need_a_generator():
+def test_groups_without_crops_are_absent_and_crops_need_a_generator():
     model = SticaModel(TINY)
     video = torch.randn(2, 3, 16, 32, 32)
     only_medium = FeatureCropConfig(space_medium_size=2, space_small=0, time_medium=2, time_small=0)
     out = model([video], crops=only_medium, generator=torch.Generator())
-    assert out["crops"][0]["small"].shape == (0, 2, 16)
+    assert out["crops"][0].keys() == {"space_medium", "time_medium"}
     with pytest.raises(ValueError, match="Generator"):
         model([video], crops=only_medium)
 
@@ -122,7 +130,7 @@ def test_crop_views_crops_only_the_first_videos_of_a_shared_trunk_call():
         out = model([l1, l2], crops=crops, generator=torch.Generator().manual_seed(2), crop_views=1)
         fmap = model.video_map(l1)
         groups = sample_crops(crops, fmap.shape, 2, torch.Generator().manual_seed(2))
-        views = embed_crops(model.embed_video_map, fmap, groups)
-    assert len(out["crops"]) == 1
-    for scale in ("medium", "small"):
-        torch.testing.assert_close(out["crops"][0][scale], views[scale], atol=1e-5, rtol=1e-5)
+        views = embed_crops(_embed_with_tokens(model, fmap), fmap, groups)
+    assert len(out["crops"]) == 1 and out["crops"][0].keys() == views.keys()
+    for group in views:
+        torch.testing.assert_close(out["crops"][0][group], views[group], atol=1e-5, rtol=1e-5)
