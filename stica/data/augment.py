@@ -9,9 +9,12 @@ colour matrices; the blur is one grouped separable convolution.
 
 Choices (documented, differing from torchvision's image transforms):
     - crop boxes are continuous (sub-pixel) and resampled bilinearly without antialiasing;
-    - colour jitter applies brightness, contrast, saturation, hue in this fixed order; contrast
-      blends with the clip's mean grey level; hue rotates the chroma plane of YIQ (a linear
-      approximation of an HSV hue shift);
+    - colour jitter applies brightness, contrast, saturation, hue in a random order per clip
+      (``jitter_order: random``, as torchvision and the released code) or in this fixed order;
+      contrast blends with the clip's mean grey level; hue rotates the chroma plane of YIQ (a
+      linear approximation of an HSV hue shift); values are clamped to [0, 1] after each op
+      (the released code jitters normalised values without clamping: not copied, see
+      docs/fidelity.md);
     - the blur kernel is ~10 % of the output size (odd, >= 3), as SimCLR, with reflect padding.
 """
 
@@ -177,6 +180,38 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor, apply: torch.Tensor, size: int) 
     return planes.view(b, c, h, w)
 
 
+def _brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """Scale intensities. x (B, T, 3, H, W) in [0, 1], f (B, 1, 1, 1, 1)."""
+    return (x * f).clamp(0, 1)
+
+
+def _contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """Blend with the clip's mean grey level."""
+    clip_mean = _grey(x).mean(dim=(1, 2, 3, 4), keepdim=True)  # (B, 1, 1, 1, 1)
+    return (f * x + (1 - f) * clip_mean).clamp(0, 1)
+
+
+def _saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """Blend with the grey image."""
+    return (f * x + (1 - f) * _grey(x)).clamp(0, 1)
+
+
+def _hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """Rotate the YIQ chroma plane by ``f`` turns."""
+    hue_m = _hue_matrices(2 * math.pi * f.flatten())  # (B, 3, 3)
+    return torch.einsum("bij,btjhw->btihw", hue_m, x).clamp(0, 1)
+
+
+# colour jitter ops, in the "fixed" order
+_JITTER = {
+    "brightness": _brightness,
+    "contrast": _contrast,
+    "saturation": _saturation,
+    "hue": _hue,
+}
+_JITTER_OPS = tuple(_JITTER)
+
+
 def _normalise(x: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
     """(B, T, 3, S, S) in [0, 1] -> normalised (B, 3, T, S, S), the video trunks' layout."""
     m = x.new_tensor(mean).view(1, 1, 3, 1, 1)
@@ -223,23 +258,25 @@ class VideoAugment:
         grey = _bernoulli(gen, b, cfg.grayscale_p)
         blur = _bernoulli(gen, b, cfg.blur_p)
         sigma = _uniform(gen, (b,), *cfg.blur_sigma)
+        if cfg.jitter_order == "random":  # (B, 4): the clip's order of the 4 jitter ops
+            order = torch.rand(b, len(_JITTER_OPS), generator=gen, device=gen.device).argsort(1)
+        else:
+            order = torch.arange(len(_JITTER_OPS), device=gen.device).expand(b, -1)
 
         def per_clip(v: torch.Tensor) -> torch.Tensor:
             return v.to(dev).view(b, 1, 1, 1, 1)
 
-        # clips without jitter get identity factors
-        one = torch.ones_like(bright)
-        bright, contrast, sat = (torch.where(jitter, f, one) for f in (bright, contrast, sat))
-        hue = torch.where(jitter, hue, torch.zeros_like(hue))
-
         x = crop_resize(_to_float_planes(clips), boxes, size, flip)  # (B, T·3, S, S)
         x = x.view(b, t, 3, size, size)
-        x = (x * per_clip(bright)).clamp(0, 1)
-        clip_mean = _grey(x).mean(dim=(1, 2, 3, 4), keepdim=True)  # (B, 1, 1, 1, 1)
-        x = (per_clip(contrast) * x + (1 - per_clip(contrast)) * clip_mean).clamp(0, 1)
-        x = (per_clip(sat) * x + (1 - per_clip(sat)) * _grey(x)).clamp(0, 1)
-        hue_m = _hue_matrices(2 * math.pi * hue.to(dev))  # (B, 3, 3)
-        x = torch.einsum("bij,btjhw->btihw", hue_m, x).clamp(0, 1)
+        factors = {"brightness": bright, "contrast": contrast, "saturation": sat, "hue": hue}
+        active = [op for op in _JITTER_OPS if op != "hue" or cfg.hue > 0]
+        order = order.to(dev)
+        for position in range(len(_JITTER_OPS)):
+            for k, op in enumerate(_JITTER_OPS):
+                chosen = jitter.to(dev) & (order[:, position] == k)  # (B,) op k at this position
+                if op in active and bool(chosen.any()):
+                    jittered = _JITTER[op](x, per_clip(factors[op].to(dev)))
+                    x = torch.where(per_clip(chosen), jittered, x)
         x = torch.where(per_clip(grey), _grey(x).expand_as(x), x)
         x = _blur(x.reshape(b, t * 3, size, size), sigma.to(dev), blur.to(dev), size)
         return _normalise(x.view(b, t, 3, size, size), cfg.mean, cfg.std)

@@ -6,10 +6,21 @@ import math
 from collections.abc import Sequence
 
 
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int, constant: bool = False) -> float:
-    """Linear warm-up from ~0 to 1 over ``warmup_steps``, then cosine decay to 0 (or constant)."""
+def pretrain_lr_factor(
+    step: int,
+    total_steps: int,
+    warmup_steps: int,
+    start_factor: float,
+    constant: bool = False,
+) -> float:
+    """Multiplier of the base lr at optimisation step ``step`` (0-based).
+
+    Warm-up as the released code's ``np.linspace(start_warmup, base_lr, warmup_steps)``: step 0 at
+    ``start_factor``, step ``warmup_steps - 1`` at 1, linear in between; then constant (the
+    released code, ``use_lr_scheduler=False``) or a cosine decay to 0 over the remaining steps.
+    """
     if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
+        return start_factor + (1.0 - start_factor) * step / max(warmup_steps - 1, 1)
     if constant:
         return 1.0
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
