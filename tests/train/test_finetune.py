@@ -37,6 +37,7 @@ finetune:
   milestones: [2]
   eval_clips: 2
   eval_batch_size: 4
+  test_from_epoch: 2
   workers: 0
 """
 
@@ -104,6 +105,32 @@ def test_schedule_follows_the_paper():
     assert all(a <= b for a, b in zip(lrs[: 2 * steps], lrs[1 : 2 * steps + 1], strict=True))
 
 
+def test_backbone_trains_at_a_tenth_of_the_classifier_lr():
+    from stica.config import ModelConfig
+    from stica.models import SticaModel
+    from stica.train.finetune import FinetuneModel
+
+    model = FinetuneModel(SticaModel(ModelConfig(width=4, head_hidden=8, embed_dim=8)), 5, 0.0)
+    classifier, backbone = model.param_groups(0.02, 0.1)
+    assert classifier["lr"] == 0.02 and backbone["lr"] == pytest.approx(0.002)
+    grouped = [id(p) for g in (classifier, backbone) for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each exactly once
+    assert {id(p) for p in model.classifier.parameters()} == {id(p) for p in classifier["params"]}
+
+
+def test_finetune_augmentation_takes_its_own_crop_and_jitter():
+    from stica.config import AugmentConfig
+    from stica.train.finetune import finetune_augment
+
+    pre = AugmentConfig(crop_size=112, eval_short_side=128, jitter_p=0.8, grayscale_p=0.2)
+    paper = FinetuneConfig(color_jitter=True, crop_size=128, eval_short_side=128)
+    aug = finetune_augment(pre, paper)
+    assert (aug.crop_size, aug.eval_short_side, aug.jitter_p) == (128, 128, 0.8)
+    assert aug.grayscale_p == 0.0 and aug.blur_p == 0.0 and aug.scale == pre.scale
+    plain = finetune_augment(pre, FinetuneConfig(color_jitter=False))
+    assert (plain.crop_size, plain.eval_short_side, plain.jitter_p) == (112, 128, 0.0)
+
+
 @pytest.fixture(scope="module")
 def finetuned(tiny, tmp_path_factory):
     """One `stica finetune` run (pretrained + random-init baseline) through the CLI."""
@@ -162,6 +189,15 @@ def test_finetune_end_to_end(tiny, finetuned):
         (i, e) for i in ("pretrained", "random_init") for e in (1, 2, 3)
     ]
     assert float(rows[0]["lr"]) == pytest.approx(0.0025) and float(rows[1]["lr"]) == 0.02
+    # the per-epoch test curve from test_from_epoch (2) on; the last epoch is the reported number
+    tested = [(int(r["epoch"]), r["test_video_top1"] != "") for r in rows[:3]]
+    assert tested == [(1, False), (2, True), (3, True)]
+    final = m["splits"]["split1"]["video_top1"]["pretrained"]
+    assert float(rows[2]["test_video_top1"]) == pytest.approx(final)
+    best = m["best_test_epoch"]["splits"]["split1"]["pretrained"]
+    assert best["epoch"] in (2, 3)
+    assert best["video_top1"] == max(float(r["test_video_top1"]) for r in rows[1:3])
+    assert best["video_top1"] >= final and "test set" in m["best_test_epoch"]["note"]
 
     # a rerun with the same params reuses the finished split (same checkpoint bytes, same metrics)
     before = (out / "split1.pt").stat().st_mtime_ns
@@ -229,14 +265,14 @@ def test_transformer_pooling_is_kept_with_its_weights(tiny):
     plan = prepare(cfg, tiny["store"], ckpt)
     pre = load_checkpoint(ckpt, kind="pretrain")["model"]
     encoder = plan.inits[0].encoder
-    from stica.models.pooling import TransformerPool
+    from stica.models.pooling import OfficialTransformerPool
     from stica.train.finetune import FinetuneModel
 
     model = FinetuneModel(encoder, len(CLASSES), cfg.dropout)
-    assert isinstance(model.pool, TransformerPool)
+    assert isinstance(model.pool, OfficialTransformerPool)
     own = model.state_dict()
     pool_keys = [k for k in pre if k.startswith("video_pool.")]
-    assert pool_keys and any("encoder.layers" in k for k in pool_keys)
+    assert pool_keys and any("layers.1.attention" in k for k in pool_keys)
     for k in pool_keys:
         assert torch.equal(own["pool." + k.removeprefix("video_pool.")], pre[k]), k
     for k in (k for k in pre if k.startswith("video_trunk.")):
@@ -244,7 +280,8 @@ def test_transformer_pooling_is_kept_with_its_weights(tiny):
     # the pretraining heads are dropped; the random baseline differs from the pretrained trunk
     assert not any("head" in k for k in own)
     rand = plan.inits[1].encoder.state_dict()
-    assert not torch.equal(rand["video_pool.position"], pre["video_pool.position"])
+    key = "video_pool.layers.0.attention.q.weight"
+    assert not torch.equal(rand[key], pre[key])
 
 
 def test_two_official_splits_and_their_mean(tiny, tmp_path):
