@@ -118,12 +118,18 @@ class ModelConfig:
     audio_trunk: Literal["small", "resnet9"] = "small"  # paper: resnet9
     width: int = 8  # small trunks: w, 2w, 4w, 8w channels (16 is ~2x slower); paper: unused
     pooling: Literal["avg", "transformer"] = "transformer"  # paper: transformer (STiCA) or avg
+    # "official": the released code's encoder (no position embeddings, Q/K projections only, FFN
+    # 2048 GELU, post-LN, output = token 0; 5.25 M parameters at D = 512, Table 1d);
+    # "ours": pre-LN nn.TransformerEncoder layers, FFN = D, learned absolute position embeddings,
+    # mean over the tokens (stica's first design, kept for ablations)
+    transformer_style: Literal["official", "ours"] = "official"  # paper: official
     transformer_layers: int = 2  # paper: 2
     transformer_heads: int = 4  # paper: 4
-    transformer_dropout: float = 0.0  # 0 keeps batched feature crops == one-at-a-time crops
+    transformer_dropout: float = 0.0  # paper: 0.0 (the released code's default `dp`)
     head_hidden: int = 256  # paper: 512
     embed_dim: int = 128  # paper: 256
-    max_time: int = 16  # longest trunk map (T1) the position embeddings cover; paper T1 = 4 (30 f)
+    head_dropout: float = 0.0  # before each Linear of the projection heads; paper: 0.3
+    max_time: int = 16  # "ours" style: longest map (T1) its position embeddings cover
 
     @property
     def video_dim(self) -> int:
@@ -147,6 +153,7 @@ class ModelConfig:
         )
         _check(0 <= self.transformer_dropout < 1, f"{p}.transformer_dropout", "must be in [0, 1)")
         _check(self.head_hidden >= 1, f"{p}.head_hidden", "must be >= 1")
+        _check(0 <= self.head_dropout < 1, f"{p}.head_dropout", "must be in [0, 1)")
         _check(self.embed_dim >= 1, f"{p}.embed_dim", "must be >= 1")
         _check(self.max_time >= 1, f"{p}.max_time", "must be >= 1")
 
@@ -161,8 +168,8 @@ class FeatureCropConfig:
     """Feature crops of the video trunk's map (``pretrain.crops``, paper sec. 3.2).
 
     Spatial crops keep the full time extent, temporal crops the full spatial extent; each crop is
-    its own view. Defaults suit the demo's 2x3x3 map (space 2x2^2 + 4x1^2, time 1x1); the paper
-    best on the 4x7x7 map is space 2x6^2 + 4x4^2, time 2x3 + 1x2.
+    its own view. Defaults suit the demo's 2x3x3 map (space 2x2^2 + 4x1^2); the paper best on the
+    4x7x7 map is space 2x6^2 + 4x4^2, time 2x3 + 1x2.
     """
 
     space_medium: int = 2  # paper: 2
@@ -171,7 +178,7 @@ class FeatureCropConfig:
     space_small_size: int = 1  # paper: 4 (of 7)
     time_medium: int = 0  # paper: 2 (the demo map has only 2 time steps)
     time_medium_size: int = 3  # paper: 3 (of 4)
-    time_small: int = 1  # paper: 1
+    time_small: int = 0  # paper: 1
     time_small_size: int = 1  # paper: 2 (of 4)
 
     def __post_init__(self) -> None:
@@ -228,7 +235,7 @@ class AudioConfig:
 class AugmentConfig:
     """Clip-consistent visual augmentation (SimCLR protocol); nested in ``pretrain``.
 
-    Defaults are the demo profile (64-pixel crops of 64-short-side frames); the paper profile uses
+    Defaults are the demo profile (48-pixel crops of 48-short-side frames); the paper profile uses
     ``crop_size: 112``, ``small_crop_size: 96`` and ``eval_short_side: 128`` on 128-pixel frames.
     """
 
@@ -236,7 +243,7 @@ class AugmentConfig:
     small_crop_size: int = 32  # multi-RGB-crop ablation (paper: 96 next to 112)
     # area fraction of the frame kept by a random resized crop: SimCLR's 0.08 is too extreme for
     # low-resolution video (objects and motion leave the crop), so large crops keep >= 30%
-    scale: tuple[float, float] = (0.6, 1.0)  # paper profile: (0.3, 1.0)
+    scale: tuple[float, float] = (0.6, 1.0)  # paper profile: (0.14, 1.0) as the released code
     small_scale: tuple[float, float] = (0.1, 0.3)
     ratio: tuple[float, float] = (0.75, 1.3333333333333333)
     # the demo classes come in mirror pairs (move left/right, circle cw/ccw): flips would swap them
@@ -245,11 +252,15 @@ class AugmentConfig:
     brightness: float = 0.4
     contrast: float = 0.4
     saturation: float = 0.4
-    hue: float = 0.1
+    hue: float = 0.1  # paper profile: 0.0 (the released code jitters no hue)
+    # order of brightness, contrast, saturation (then hue): "random" per clip (the released code,
+    # torchvision) or "fixed"
+    jitter_order: Literal["random", "fixed"] = "random"
     grayscale_p: float = 0.2
     blur_p: float = 0.0  # paper profile: 0.5 (a 48-pixel frame has little detail to blur)
     blur_sigma: tuple[float, float] = (0.1, 2.0)
-    mean: tuple[float, float, float] = (0.43216, 0.394666, 0.37645)  # Kinetics RGB statistics
+    # Kinetics RGB statistics; the paper profile uses the released code's 0.45 / 0.225
+    mean: tuple[float, float, float] = (0.43216, 0.394666, 0.37645)
     std: tuple[float, float, float] = (0.22803, 0.22145, 0.216989)
     eval_short_side: int = 48  # evaluation: resize the short side, then centre / 3 crops
 
@@ -345,15 +356,26 @@ class PretrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-5
     warmup_epochs: float = 1.0  # paper: 10
-    schedule: Literal["cosine", "constant"] = "cosine"
+    # the warm-up rises linearly from this lr (not scaled with the batch) to the scaled lr
+    warmup_start_lr: float = 1e-3  # paper: 1e-3 (the released code's default)
+    schedule: Literal["cosine", "constant"] = "cosine"  # after the warm-up; paper: constant
     num_frames: int = 8  # frames per clip at the store's fps; paper: 30 (1 s at 30 fps)
     small_rgb_crops: int = 1  # multi_crops mode: small RGB crops next to the two large ones
     lambda_va: float = 0.5
     lambda_vv: float = 0.5
     temperature_va: float = 0.1
     temperature_vv: float = 0.5
-    # eq. (6) sums its terms (paper); "mean" divides by their count so L_vv does not drown L_va
-    vv_reduction: Literal["sum", "mean"] = "mean"
+    # Within-modal pairs of feature-crop views (see stica/losses/feature_crops.py): "official",
+    # the 12 terms of the released code for the paper-best crops (medium crop 2 of L1 <-> of L2;
+    # every small crop of L2 -> every medium crop of L1; the same in time); "all", eq. (6) as the
+    # paper's text writes it: every (T1, T2) pair but small x small, both ways, L1 and L2 included
+    vv_pairs: Literal["official", "all"] = "official"  # paper: official
+    # "mean": the within-modal terms are averaged (released code); "sum" as eq. (6) writes it
+    vv_reduction: Literal["sum", "mean"] = "mean"  # paper: mean
+    # "mean": L_va = 1/4 of its 4 directions (released code); "sum" of the 4 as eq. (7) writes it
+    va_reduction: Literal["sum", "mean"] = "mean"  # paper: mean
+    # the released code detaches every NCE key (local and gathered): only queries get gradients
+    stop_grad_keys: bool = True  # paper: true
     max_bad_steps: int = 5  # consecutive non-finite losses before training is aborted
     workers: int = 0  # DataLoader workers per process; 0 (in-process) is fastest on 2 CPU cores
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -369,6 +391,7 @@ class PretrainConfig:
         _check(0 <= self.momentum < 1, "pretrain.momentum", "must be in [0, 1)")
         _check(self.weight_decay >= 0, "pretrain.weight_decay", "must be >= 0")
         _check(self.warmup_epochs >= 0, "pretrain.warmup_epochs", "must be >= 0")
+        _check(self.warmup_start_lr >= 0, "pretrain.warmup_start_lr", "must be >= 0")
         _check(self.num_frames >= 1, "pretrain.num_frames", "must be >= 1")
         _check(self.small_rgb_crops >= 1, "pretrain.small_rgb_crops", "must be >= 1")
         _check(self.lambda_va >= 0 and self.lambda_vv >= 0, "pretrain.lambda_*", "must be >= 0")
@@ -376,6 +399,34 @@ class PretrainConfig:
         _check(self.temperature_vv > 0, "pretrain.temperature_vv", "must be > 0")
         _check(self.max_bad_steps >= 1, "pretrain.max_bad_steps", "must be >= 1")
         _check(self.workers >= 0, "pretrain.workers", "must be >= 0")
+        if self.mode == "feature_crops" and self.vv_pairs == "official":
+            self._check_official_pairs()
+
+    def _check_official_pairs(self) -> None:
+        """The released code's pairs need medium crops to compare small crops with (<= 2 each)."""
+        from stica.losses.feature_crops import official_terms  # losses import no config
+
+        crops = self.crops
+        for dim in ("space", "time"):
+            medium, small = getattr(crops, f"{dim}_medium"), getattr(crops, f"{dim}_small")
+            _check(
+                medium <= 2,
+                f"pretrain.crops.{dim}_medium",
+                "'vv_pairs: official' (the released code) takes at most 2 medium crops; "
+                "use 'vv_pairs: all' for more",
+            )
+            _check(
+                small == 0 or medium >= 1,
+                f"pretrain.crops.{dim}_small",
+                "'vv_pairs: official' compares small crops with the medium crops of L1: "
+                f"needs 'pretrain.crops.{dim}_medium' >= 1",
+            )
+        _check(
+            len(official_terms(dataclasses.asdict(crops))) > 0,
+            "pretrain.crops",
+            "give no within-modal term with 'vv_pairs: official' (needs 2 medium crops, or small "
+            "and medium crops, in space or time)",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,26 +455,38 @@ class FinetuneConfig:
     """``stica finetune``: supervised finetuning of the whole video encoder (paper sec. 4.3).
 
     The schedule is GDT's/STiCA's: SGD, lr warmed up linearly from ``warmup_lr`` to ``lr`` over
-    ``warmup_epochs``, then x``gamma`` at each milestone epoch. Clip length, crop size and
-    normalisation come from the pretrain checkpoint's own params. Defaults are the demo profile;
+    ``warmup_epochs``, then x``gamma`` at each milestone epoch; the trunk and its pooling train at
+    ``backbone_lr_scale`` times the classifier's lr (released ``eval_video.py``: 0.00025 vs
+    0.0025 before the x8 warm-up). Clip length, crop and evaluation short side default to the
+    pretrain checkpoint's (0); normalisation always comes from it. Defaults are the demo profile;
     the paper profile's values are in the comments.
     """
 
     seed: int = 0
     epochs: int = 12  # paper: 12
     batch_size: int = 32  # paper: 32
-    lr: float = 0.02  # peak lr after warm-up; paper: 0.02
-    warmup_lr: float = 0.0025  # lr at epoch 0; paper: 0.0025
+    lr: float = 0.02  # the classifier's peak lr after warm-up; paper: 0.02
+    warmup_lr: float = 0.0025  # the classifier's lr at epoch 0; paper: 0.0025
+    backbone_lr_scale: float = 0.1  # trunk + pooling lr / classifier lr; paper: 0.1
     warmup_epochs: float = 2.0  # paper: 2
     milestones: tuple[int, ...] = (6, 10)  # paper: lr x gamma at epochs 6 and 10
     gamma: float = 0.05  # paper: 0.05
     momentum: float = 0.9  # paper: 0.9
     weight_decay: float = 0.005  # paper: 0.005
-    dropout: float = 0.5  # before the new linear classifier (as GDT's finetuning head)
+    dropout: float = 0.5  # before the new linear classifier; paper: 0.0 (released code: off)
+    color_jitter: bool = False  # the checkpoint's colour jitter on training clips; paper: true
+    num_frames: int = 0  # frames per clip, 0 = the pretraining clip length; paper: 32
+    crop_size: int = 0  # train and test crop side, 0 = the pretraining crop; paper: 128
+    eval_short_side: int = (
+        0  # test frames' short side before 3 crops, 0 = pretraining's; paper: 128
+    )
     train_clips_per_video: int = 1  # random clips per video per epoch; paper: 10
     eval_clips: int = 10  # uniformly spaced test clips per video; paper: 10
     eval_crops: Literal[1, 3] = 3  # spatial crops per test clip; paper: 3
     eval_batch_size: int = 32  # test clips per forward pass (x eval_crops views)
+    # also test after every epoch from this one (1-based) to report the best test epoch as the
+    # released script does (it tests epochs 8-12); 0 (or > epochs) = after the last epoch only
+    test_from_epoch: int = 0  # paper: 8
     splits: tuple[int, ...] = (1,)  # official splits/folds to run; paper: (1, 2, 3) for the mean
     baseline: bool = True  # also finetune a randomly initialised model of the same architecture
     workers: int = 0  # DataLoader workers (0: in-process, fastest on 2 CPU cores)
@@ -433,6 +496,7 @@ class FinetuneConfig:
         _check(self.batch_size >= 1, "finetune.batch_size", "must be >= 1")
         _check(self.lr > 0, "finetune.lr", "must be > 0")
         _check(0 < self.warmup_lr <= self.lr, "finetune.warmup_lr", "must be in (0, lr]")
+        _check(0 < self.backbone_lr_scale <= 1, "finetune.backbone_lr_scale", "must be in (0, 1]")
         _check(self.warmup_epochs >= 0, "finetune.warmup_epochs", "must be >= 0")
         _check(
             list(self.milestones) == sorted(self.milestones)
@@ -444,9 +508,25 @@ class FinetuneConfig:
         _check(0 <= self.momentum < 1, "finetune.momentum", "must be in [0, 1)")
         _check(self.weight_decay >= 0, "finetune.weight_decay", "must be >= 0")
         _check(0 <= self.dropout < 1, "finetune.dropout", "must be in [0, 1)")
+        _check(self.num_frames >= 0, "finetune.num_frames", "must be >= 0 (0 = pretraining's)")
+        _check(
+            self.crop_size == 0 or self.crop_size >= 8,
+            "finetune.crop_size",
+            "must be >= 8 (0 = pretraining's)",
+        )
+        _check(
+            self.eval_short_side == 0 or self.eval_short_side >= max(self.crop_size, 8),
+            "finetune.eval_short_side",
+            "must be >= crop_size (0 = pretraining's)",
+        )
         _check(self.train_clips_per_video >= 1, "finetune.train_clips_per_video", "must be >= 1")
         _check(self.eval_clips >= 1, "finetune.eval_clips", "must be >= 1")
         _check(self.eval_batch_size >= 1, "finetune.eval_batch_size", "must be >= 1")
+        _check(
+            self.test_from_epoch >= 0,
+            "finetune.test_from_epoch",
+            "must be >= 0 (0, or past the last epoch: test after the last epoch only)",
+        )
         _check(
             len(self.splits) >= 1 and len(set(self.splits)) == len(self.splits),
             "finetune.splits",

@@ -43,7 +43,7 @@ from stica.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from stica.train.schedule import warmup_cosine
+from stica.train.schedule import pretrain_lr_factor
 
 log = get_logger("pretrain")
 
@@ -123,7 +123,10 @@ class StepComputer:
                 lambda_vv=cfg.lambda_vv,
                 temperature_va=cfg.temperature_va,
                 temperature_vv=cfg.temperature_vv,
+                vv_pairs=cfg.vv_pairs,
                 vv_reduction=cfg.vv_reduction,
+                va_reduction=cfg.va_reduction,
+                stop_grad_keys=cfg.stop_grad_keys,
             )
 
 
@@ -212,16 +215,23 @@ def pretrain(
     model = build_model(config.model).to(device)
     map_shape = check_crops_fit(config, model)
     params = to_dict(config)
+    base_lr = config.lr * config.batch_size / config.base_batch_size
     optimizer = torch.optim.SGD(
         model.parameters(),
-        lr=config.lr * config.batch_size / config.base_batch_size,
+        lr=base_lr,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
     )
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: warmup_cosine(s, total_steps, warmup_steps, config.schedule == "constant"),
+        lambda s: pretrain_lr_factor(
+            s,
+            total_steps,
+            warmup_steps,
+            config.warmup_start_lr / base_lr,
+            constant=config.schedule == "constant",
+        ),
     )
     state = TrainState()
     manifest_hash = store.manifest_hash()
