@@ -50,5 +50,6 @@ def test_paper_profile_is_complete_and_valid(repo_root):
         112,
     )
     assert (pretrain.batch_size, pretrain.epochs, pretrain.lr) == (512, 100, 0.64)
-    for name in SECTIONS:
-        load_section(name, path)
+    for profile in ("paper.yaml", "paper-60f.yaml"):
+        for name in SECTIONS:
+            load_section(name, repo_root / "profiles" / profile)
