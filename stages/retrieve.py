@@ -104,10 +104,13 @@ def retrieve(
 
     A query counts at k when one of its k nearest train videos has its class. Writes recall@k
     for the pretrained FEATURES and, with --random-features, the random-init baseline and their
-    ratio, with the manifest hash, library versions and hardware.
+    ratio, with the manifest hash, library versions and hardware. Also class probes of the frozen
+    features: kNN top-1 (majority vote of the k nearest, params retrieve.knn_k) and a linear
+    probe, per video and per clip.
     """
     from stica.eval.features_io import check_same_manifest, check_same_videos, read_features
     from stica.eval.metrics import baseline_block, environment, write_json
+    from stica.eval.probes import feature_probes
     from stica.eval.retrieval import check_ks, evaluate_retrieval
     from stica.logs import setup_logging
 
@@ -135,6 +138,15 @@ def retrieve(
             line += f" (random init {base_result.recall[k]:.3f})"
         log.info(line)
 
+    probes = feature_probes(fs, cfg.knn_k, cfg.linear_c)
+    base_probes = feature_probes(baseline, cfg.knn_k, cfg.linear_c) if baseline else None
+    for level, values in probes.items():
+        for name, value in values.items():
+            line = f"{level} {name}: {value:.3f}"
+            if base_probes is not None:
+                line += f" (random init {base_probes[level][name]:.3f})"
+            log.info(line)
+
     gallery_frames = None
     if gallery is not None:
         gallery_frames = _gallery_frames(fs, result, store_obj, cfg.gallery_queries)
@@ -144,6 +156,10 @@ def retrieve(
             {f"R@{k}": v for k, v in result.recall.items()},
             None if base_result is None else {f"R@{k}": v for k, v in base_result.recall.items()},
         ),
+        "probes": {
+            level: baseline_block(values, None if base_probes is None else base_probes[level])
+            for level, values in probes.items()
+        },
         "k": list(sorted(result.recall)),
         "num_queries": result.num_queries,
         "num_gallery": result.num_gallery,

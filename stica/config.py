@@ -296,11 +296,15 @@ class RetrieveConfig:
     """``stica retrieve``: nearest-neighbour retrieval, test videos query the train videos."""
 
     k: tuple[int, ...] = (1, 5, 20)  # recall@k for each k (`--k 1 5 20` overrides)
+    knn_k: tuple[int, ...] = (1, 20)  # kNN top-1: majority vote of the k nearest train items
+    linear_c: float = 1.0  # inverse L2 strength of the logistic-regression probe
     gallery_queries: int = 8  # rows of the PNG gallery: test videos evenly spaced in file order
 
     def __post_init__(self) -> None:
         _check(len(self.k) >= 1, "retrieve.k", "must list at least one k")
         _check(all(k >= 1 for k in self.k), "retrieve.k", "every k must be >= 1")
+        _check(all(k >= 1 for k in self.knn_k), "retrieve.knn_k", "every k must be >= 1")
+        _check(self.linear_c > 0, "retrieve.linear_c", "must be > 0")
         _check(self.gallery_queries >= 1, "retrieve.gallery_queries", "must be >= 1")
 
 
@@ -442,6 +446,8 @@ class FeaturesConfig:
     workers: int = 0  # DataLoader workers (0: in-process, fastest on 2 CPU cores)
     seed: int = 0  # initialisation of the random-init baseline (--ckpt random)
     chunk_videos: int = 64  # progress is saved every chunk, so a killed run resumes
+    # also store every clip's feature (float16, N x clips x D) for clip-level probes
+    store_clips: bool = True
 
     def __post_init__(self) -> None:
         _check(self.clips_per_video >= 1, "features.clips_per_video", "must be >= 1")

@@ -77,6 +77,7 @@ def extract_features(
     done = _load_partial(partial_path(out), fingerprint)
     video_feats: list[np.ndarray] = done.get("video", [])
     audio_feats: list[np.ndarray] = done.get("audio", [])
+    clip_feats: list[np.ndarray] = done.get("clips", [])
     start = sum(len(v) for v in video_feats)
     if start:
         log.info(f"resuming feature extraction at video {start}/{len(records)}")
@@ -84,10 +85,13 @@ def extract_features(
     bar = tqdm(total=len(records), initial=start, desc="extract-features", unit="video")
     for first in range(start, len(records), config.chunk_videos):
         chunk = records[first : first + config.chunk_videos]
-        v, a = _chunk_features(model, transform, logmel, store, chunk, num_frames, config, device)
+        v, a, c = _chunk_features(
+            model, transform, logmel, store, chunk, num_frames, config, device
+        )
         video_feats.append(v)
         audio_feats.append(a)
-        _save_partial(partial_path(out), fingerprint, video_feats, audio_feats)
+        clip_feats.append(c)
+        _save_partial(partial_path(out), fingerprint, video_feats, audio_feats, clip_feats)
         bar.update(len(chunk))
     bar.close()
 
@@ -108,6 +112,7 @@ def extract_features(
         class_names=list(store.meta.classes),
         audio_features=audio,
         has_audio=has_audio,
+        clip_features=np.concatenate(clip_feats) if config.store_clips else None,
     )
     partial_path(out).unlink(missing_ok=True)
     return {
@@ -118,12 +123,15 @@ def extract_features(
 
 
 def _chunk_features(model, transform, logmel, store, chunk, num_frames, config, device):
-    """Shape: -> video (n, D), audio (n, Da), each row L2-normalised (audio rows may be zero)."""
-    dataset = UniformClips(store, chunk, num_frames, config.clips_per_video)
+    """Shape: -> video (n, D), audio (n, Da), each row L2-normalised (audio rows may be zero),
+    and every clip's own video feature (n, C, D), L2-normalised, as float16."""
+    clips = config.clips_per_video
+    dataset = UniformClips(store, chunk, num_frames, clips)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=config.batch_size, num_workers=config.workers
     )
-    video_sum = audio_sum = None
+    video_sum = audio_sum = per_clip = None
+    first = 0
     for batch in loader:
         frames = batch["frames"].to(device)  # (B, T, H, W, 3) uint8
         fmap = model.video_map(transform(frames))  # (B, D, T1, H1, W1)
@@ -133,12 +141,16 @@ def _chunk_features(model, transform, logmel, store, chunk, num_frames, config, 
         if video_sum is None:
             video_sum = v.new_zeros(len(chunk), v.shape[1])
             audio_sum = a.new_zeros(len(chunk), a.shape[1])
+            per_clip = v.new_zeros(len(chunk) * clips, v.shape[1])
         video_sum.index_add_(0, index, v)
         audio_sum.index_add_(0, index, a)
+        per_clip[first : first + len(v)] = F.normalize(v, dim=1)  # items are video-major
+        first += len(v)
     # the mean over clips has the direction of the sum, so normalising the sum is enough
     return (
         F.normalize(video_sum, dim=1).cpu().numpy(),
         F.normalize(audio_sum, dim=1).cpu().numpy(),
+        per_clip.view(len(chunk), clips, -1).cpu().numpy().astype(np.float16),
     )
 
 
@@ -158,19 +170,17 @@ def _load_partial(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
     if data.get("fingerprint") != fingerprint:
         log.info(f"{path}: inputs changed since the partial run, starting over")
         return {}
-    return {
-        "video": [t.numpy() for t in data["video"]],
-        "audio": [t.numpy() for t in data["audio"]],
-    }
+    return {k: [t.numpy() for t in data[k]] for k in ("video", "audio", "clips")}
 
 
-def _save_partial(path: Path, fingerprint, video_feats, audio_feats) -> None:
+def _save_partial(path: Path, fingerprint, video_feats, audio_feats, clip_feats) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(
         {
             "fingerprint": fingerprint,
             "video": [torch.from_numpy(v) for v in video_feats],
             "audio": [torch.from_numpy(a) for a in audio_feats],
+            "clips": [torch.from_numpy(c) for c in clip_feats],
         },
         tmp,
     )

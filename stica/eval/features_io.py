@@ -8,6 +8,8 @@ Layout (SPEC "Evaluation protocols"):
 - ``video_ids``       (N,) str
 - ``audio_features``  (N, Da) float32, optional, with ``has_audio`` (N,) bool: rows of videos
   without an audio track are zeros and must be ignored
+- ``clip_features``   (N, C, D) float16, optional: every clip's own feature (L2-normalised), for
+  clip-level probes; ``features`` is their normalised mean
 - attrs: ``manifest_hash``, ``store`` (path), ``checkpoint`` (path or "random"),
   ``model_config`` (JSON), ``versions`` (JSON), ``class_names`` (JSON list, may be empty)
 
@@ -58,6 +60,7 @@ class FeatureSet:
     class_names: tuple[str, ...] = ()
     audio_features: np.ndarray | None = None
     has_audio: np.ndarray | None = None
+    clip_features: np.ndarray | None = None  # (N, C, D) float32 when present
     path: str = ""
 
     def __len__(self) -> int:
@@ -94,6 +97,7 @@ def write_features(
     class_names: Sequence[str] = (),
     audio_features: np.ndarray | None = None,
     has_audio: Sequence[bool] | np.ndarray | None = None,
+    clip_features: np.ndarray | None = None,
 ) -> Path:
     """Validate and write a features file atomically; returns its path.
 
@@ -102,7 +106,8 @@ def write_features(
     retrieval wrong.
 
     Shape:
-        features: (N, D); labels, split, video_ids: (N,); audio_features: (N, Da); has_audio: (N,).
+        features: (N, D); labels, split, video_ids: (N,); audio_features: (N, Da); has_audio: (N,);
+        clip_features: (N, C, D), stored as float16.
     """
     path = Path(path)
     feats = np.ascontiguousarray(features, dtype=np.float32)
@@ -111,7 +116,9 @@ def write_features(
     ids_arr = np.asarray([str(v) for v in video_ids], dtype=object)
     audio = None if audio_features is None else np.ascontiguousarray(audio_features, np.float32)
     mask = None if has_audio is None else np.asarray(has_audio, dtype=bool)
+    clips = None if clip_features is None else np.ascontiguousarray(clip_features, np.float16)
     _validate(str(path), feats, labels_arr, split_arr, ids_arr, audio, mask, check_norm=True)
+    _validate_clips(str(path), feats, clips)
     attrs = {
         "manifest_hash": str(manifest_hash),
         "store": str(store),
@@ -133,6 +140,8 @@ def write_features(
             if audio is not None:
                 f.create_dataset("audio_features", data=audio)
                 f.create_dataset("has_audio", data=mask)
+            if clips is not None:
+                f.create_dataset("clip_features", data=clips)
             f.attrs.update(attrs)
         os.replace(tmp_name, path)
     except BaseException:
@@ -166,6 +175,9 @@ def read_features(path: str | Path) -> FeatureSet:
                     raise SticaError(f"{path}: 'audio_features' without its 'has_audio' mask")
                 audio = np.asarray(f["audio_features"][()], dtype=np.float32)
                 mask = np.asarray(f["has_audio"][()], dtype=bool)
+            clips = None
+            if "clip_features" in f:
+                clips = np.asarray(f["clip_features"][()], dtype=np.float32)
             attrs = {k: _attr_str(f.attrs[k]) for k in f.attrs}
     except SticaError:
         raise
@@ -174,6 +186,7 @@ def read_features(path: str | Path) -> FeatureSet:
             f"{path}: unreadable features file ({e.__class__.__name__}: {e})"
         ) from None
     _validate(str(path), feats, labels, split, ids, audio, mask, check_norm=False)
+    _validate_clips(str(path), feats, clips)
     return FeatureSet(
         features=feats,
         labels=labels,
@@ -187,6 +200,7 @@ def read_features(path: str | Path) -> FeatureSet:
         class_names=tuple(_json_attr(path, attrs, "class_names", list, default="[]")),
         audio_features=audio,
         has_audio=mask,
+        clip_features=clips,
         path=str(path),
     )
 
@@ -255,6 +269,18 @@ def _validate(
             )
         if mask.shape != (n,):
             raise SticaError(f"{where}: 'has_audio' has shape {mask.shape}, expected ({n},)")
+
+
+def _validate_clips(where: str, feats: np.ndarray, clips: np.ndarray | None) -> None:
+    if clips is None:
+        return
+    n, d = feats.shape
+    if clips.ndim != 3 or clips.shape[0] != n or clips.shape[2] != d or clips.shape[1] < 1:
+        raise SticaError(
+            f"{where}: 'clip_features' has shape {clips.shape}, expected ({n}, C, {d})"
+        )
+    if not np.isfinite(clips).all():
+        raise SticaError(f"{where}: 'clip_features' contains NaN or inf")
 
 
 def _attr_str(value: Any) -> str:

@@ -38,6 +38,9 @@ def test_features_file_for_every_video(tiny_store, tiny_checkpoint, tiny_params_
     assert fs.features.dtype == np.float32 and fs.dim == 32  # the small trunk: 8 x width 4
     np.testing.assert_allclose(np.linalg.norm(fs.features, axis=1), 1.0, rtol=1e-5)
     assert fs.has_audio.all() and np.all(np.linalg.norm(fs.audio_features, axis=1) > 0.99)
+    # every clip's own feature, normalised; the video feature is their normalised mean
+    assert fs.clip_features.shape == (len(store), 2, fs.dim)  # tiny profile: 2 clips per video
+    np.testing.assert_allclose(np.linalg.norm(fs.clip_features, axis=2), 1.0, rtol=2e-3)
     assert fs.manifest_hash == store.manifest_hash() and fs.checkpoint == str(tiny_checkpoint)
     assert not partial_path(out).exists()
 

@@ -55,6 +55,12 @@ def test_retrieve_writes_metrics_with_baseline(tmp_path, kargs):
     assert 0 <= base < 1.0 and m["recall"]["R@1"]["ratio"] == pytest.approx(1.0 / base)
     assert (m["num_queries"], m["num_gallery"]) == (12, 32)
     assert m["manifest_hash"] == "m" * 40
+    video = m["probes"]["video"]
+    assert (
+        set(video) == {"kNN-1 top-1", "kNN-20 top-1", "linear top-1"} and "clip" not in m["probes"]
+    )
+    assert video["kNN-1 top-1"]["pretrained"] == video["linear top-1"]["pretrained"] == 1.0
+    assert video["kNN-1 top-1"]["random_init"] < 1.0
     assert m["environment"]["versions"]["faiss"] and m["environment"]["hardware"]["cpu_count"]
     assert (tmp_path / "metrics" / "retrieve.log").exists()
 
