@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -90,7 +91,15 @@ def test_checkpoint_holds_what_later_stages_need(tiny_store, tiny_params_file, t
     model = build_model(ckpt["model_config"])
     load_state_strict(model, ckpt["model"], str(out))  # the unwrapped state dict, strictly
     assert not any(k.startswith("module.") for k in ckpt["model"])
-    assert (tmp_path / "m.json").exists() and _rows(tmp_path / "l.csv") == 4
+    assert _rows(tmp_path / "l.csv") == 4
+    # the pretext diagnostic: held-out audio->video matching, trained vs its initial weights
+    pretext = json.loads((tmp_path / "m.json").read_text())["pretext"]
+    held_out = [r for r in Store(tiny_store).records if r.split == "test" and r.has_audio]
+    assert pretext["clips"] == len(held_out) and pretext["chance"] == pytest.approx(
+        1 / len(held_out)
+    )
+    for key in ("audio_to_video_top1", "video_to_audio_top1"):
+        assert 0 <= pretext[key]["pretrained"] <= 1 and 0 <= pretext[key]["random_init"] <= 1
     with pytest.raises(CheckpointError, match="expected .finetune."):
         load_checkpoint(out, kind="finetune")
 

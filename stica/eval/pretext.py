@@ -1,0 +1,76 @@
+"""Pretext accuracy: is the pretraining task itself learned, on clips the model never saw?
+
+For every held-out (test split) video with audio, the clip in its middle is embedded twice, by the
+video branch (centre crop, pooling, head) and by the audio branch (log-mel of the same span, head),
+in eval mode. Audio-to-video top-1 is the fraction of audio clips whose most similar video clip is
+their own, among all N held-out clips (chance: 1/N); video-to-audio likewise. This is the
+cross-modal instance discrimination the NCE loss trains, measured without augmentation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from stica.config import PretrainConfig
+from stica.data.audio import LogMel
+from stica.data.augment import EvalTransform
+from stica.data.clips import ClipReader
+from stica.data.store import Store, VideoRecord
+
+BATCH = 32
+# at most this many held-out clips (evenly spaced in store order): chance stays 1/N and the
+# N x N similarity stays small on Kinetics-size test splits
+MAX_CLIPS = 1000
+
+
+def held_out_records(store: Store) -> list[VideoRecord]:
+    """The test split's videos with frames and audio (at most ``MAX_CLIPS``, evenly spaced)."""
+    held = [r for r in store.records if r.split == "test" and r.has_audio and r.num_frames > 0]
+    if len(held) <= MAX_CLIPS:
+        return held
+    step = len(held) / MAX_CLIPS
+    return [held[int(i * step)] for i in range(MAX_CLIPS)]
+
+
+@torch.no_grad()
+def pretext_accuracy(
+    model: torch.nn.Module,
+    store: Store,
+    records: list[VideoRecord],
+    config: PretrainConfig,
+) -> dict[str, Any]:
+    """Cross-modal instance matching top-1 of ``model`` on the middle clip of each record.
+
+    Returns ``{"audio_to_video_top1", "video_to_audio_top1", "clips", "chance"}``.
+    """
+    if len(records) < 2:
+        return {"clips": len(records)}
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    transform = EvalTransform.from_config(config.augment)
+    logmel = LogMel.from_config(config.audio).to(device)
+    reader = ClipReader(store)
+    seconds = config.num_frames / store.meta.fps
+    zv, za = [], []
+    for first in range(0, len(records), BATCH):
+        clips = [
+            reader.read(r.id, max(0.0, (r.duration - seconds) / 2), config.num_frames)
+            for r in records[first : first + BATCH]
+        ]
+        frames = torch.stack([torch.from_numpy(c.frames.copy()) for c in clips]).to(device)
+        audio = torch.stack([torch.from_numpy(c.audio.astype("float32") / 32768.0) for c in clips])
+        zv.append(model.embed_video(transform(frames)).float())  # (b, E)
+        za.append(model.embed_audio(logmel(audio.to(device))).float())  # (b, E)
+    model.train(was_training)
+    sim = F.normalize(torch.cat(za), dim=1) @ F.normalize(torch.cat(zv), dim=1).t()  # (N, N)
+    own = torch.arange(len(records), device=sim.device)
+    return {
+        "audio_to_video_top1": float((sim.argmax(dim=1) == own).float().mean()),
+        "video_to_audio_top1": float((sim.argmax(dim=0) == own).float().mean()),
+        "clips": len(records),
+        "chance": 1.0 / len(records),
+    }
