@@ -1,4 +1,4 @@
-"""``stica bench``: speed benchmarks (``loader``: store vs direct mp4 decoding)."""
+"""``stica bench``: speed benchmarks (``loader``, ``train``) and the demo's seed-to-seed benchmark (``demo``)."""
 
 from __future__ import annotations
 
@@ -83,3 +83,58 @@ def train(profile, batch_size, steps, warmup, device, only, json_out, params_pat
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+@bench.command()
+@click.argument("store", type=click.Path(exists=True, file_okay=False), default="data/store")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--first-seed", type=int, default=0, show_default=True)
+@click.option(
+    "--work",
+    type=click.Path(file_okay=False),
+    default="results/demo_bench",
+    show_default=True,
+    help="Checkpoints and features of every seed (a rerun reuses what is there).",
+)
+@click.option(
+    "--supervised/--no-supervised",
+    default=True,
+    help="Also train the supervised upper bound (labels, pretraining's budget).",
+)
+@click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write JSON here.")
+@params_options
+def demo(store, seeds, first_seed, work, supervised, json_out, params_path, overrides):
+    """Pretrain + every evaluation for N seeds on STORE (default: the pipeline's data/store);
+    prints mean ± std of every metric for the pretrained and the random-init model.
+
+    Overrides (--set) apply to the pretrain section, e.g. --set epochs=50.
+    """
+    from stica.eval.demo_bench import format_summary, run_seed, summarise
+    from stica.logs import setup_logging
+
+    work_dir = Path(work)
+    setup_logging(work_dir / "demo_bench.log")
+    configs = {name: load_section(name, params_path) for name in SECTIONS_USED}
+    configs["pretrain"] = load_section("pretrain", params_path, overrides)
+    per_seed = []
+    for seed in range(first_seed, first_seed + seeds):
+        per_seed.append(run_seed(seed, store, configs, work_dir / f"seed{seed}", supervised))
+        click.echo(f"seed {seed} done")
+    summary = summarise(per_seed)
+    click.echo(format_summary(summary))
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(
+            json.dumps(
+                {
+                    "seeds": list(range(first_seed, first_seed + seeds)),
+                    "per_seed": per_seed,
+                    "summary": summary,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+
+
+SECTIONS_USED = ("pretrain", "features", "retrieve", "audio_eval", "finetune")

@@ -33,6 +33,7 @@ def pretrain(store, out, log_csv, metrics, resume, max_steps, params_path, overr
     """
     from stica import dist
     from stica.eval.metrics import environment, write_json
+    from stica.eval.pretext import pretext_report
     from stica.train.pretrain import pretrain as run_pretrain
 
     config = load_section("pretrain", params_path, overrides)
@@ -41,37 +42,6 @@ def pretrain(store, out, log_csv, metrics, resume, max_steps, params_path, overr
     setup_logging(log_file)
     summary = run_pretrain(config, store, out, log_csv=log_csv, resume=resume, max_steps=max_steps)
     if metrics and dist.is_main_process():
-        pretext = _pretext(config, store, out) if Path(out).exists() else None
+        pretext = pretext_report(config, store, out) if Path(out).exists() else None
         write_json(metrics, {"pretrain": summary, "pretext": pretext, "environment": environment()})
     dist.cleanup()
-
-
-def _pretext(config, store_dir, ckpt):
-    """Held-out audio-video instance matching of the trained model next to its random init."""
-    from stica.data.store import Store
-    from stica.eval.metrics import baseline_block
-    from stica.eval.pretext import held_out_records, pretext_accuracy
-    from stica.logs import get_logger
-    from stica.train.checkpoint import load_encoder
-
-    store = Store(store_dir)
-    records = held_out_records(store)
-    trained, _ = load_encoder(ckpt, None)
-    initial, _ = load_encoder("random", config, seed=config.seed)  # pretraining's initial weights
-    result = {
-        name: pretext_accuracy(m, store, records, config)
-        for name, m in (("trained", trained), ("initial", initial))
-    }
-    if result["trained"]["clips"] < 2:
-        return {"clips": result["trained"]["clips"]}
-    keys = ("audio_to_video_top1", "video_to_audio_top1")
-    block = baseline_block(
-        {k: result["trained"][k] for k in keys}, {k: result["initial"][k] for k in keys}
-    )
-    get_logger("pretrain").info(
-        f"pretext (held-out audio->video top-1 of {len(records)} clips): "
-        f"{block['audio_to_video_top1']['pretrained']:.3f} "
-        f"(random init {block['audio_to_video_top1']['random_init']:.3f}, "
-        f"chance {1 / len(records):.3f})"
-    )
-    return {**block, "clips": len(records), "chance": 1.0 / len(records)}

@@ -9,6 +9,7 @@ cross-modal instance discrimination the NCE loss trains, measured without augmen
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +20,9 @@ from stica.data.audio import LogMel
 from stica.data.augment import EvalTransform
 from stica.data.clips import ClipReader
 from stica.data.store import Store, VideoRecord
+from stica.logs import get_logger
+
+log = get_logger("pretext")
 
 BATCH = 32
 # at most this many held-out clips (evenly spaced in store order): chance stays 1/N and the
@@ -74,3 +78,26 @@ def pretext_accuracy(
         "clips": len(records),
         "chance": 1.0 / len(records),
     }
+
+
+def pretext_report(config: PretrainConfig, store_dir: str | Path, ckpt: str | Path) -> dict:
+    """Held-out audio-video instance matching of checkpoint ``ckpt`` next to its initial weights
+    (the random init of ``config.seed`` pretraining started from), for the metrics file."""
+    from stica.eval.metrics import baseline_block
+    from stica.train.checkpoint import load_encoder
+
+    store = Store(store_dir)
+    records = held_out_records(store)
+    if len(records) < 2:
+        return {"clips": len(records)}
+    trained, _ = load_encoder(ckpt, None)
+    initial, _ = load_encoder("random", config, seed=config.seed)
+    keys = ("audio_to_video_top1", "video_to_audio_top1")
+    got = [pretext_accuracy(m, store, records, config) for m in (trained, initial)]
+    block = baseline_block({k: got[0][k] for k in keys}, {k: got[1][k] for k in keys})
+    log.info(
+        f"pretext (held-out audio->video top-1 of {len(records)} clips): "
+        f"{got[0]['audio_to_video_top1']:.3f} (random init {got[1]['audio_to_video_top1']:.3f}, "
+        f"chance {1 / len(records):.3f})"
+    )
+    return {**block, "clips": len(records), "chance": 1.0 / len(records)}
