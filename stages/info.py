@@ -111,6 +111,8 @@ def format_text(summary: dict[str, Any]) -> str:
     for key, value in summary.items():
         if key == "size_bytes":
             value = f"{value} ({value / 2**20:.1f} MiB)"
+        elif key.endswith("_by_reason"):  # {reason: count}: "too short 3, empty file 1"
+            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         lines.append(f"{key:<{width}}  {value}")
@@ -121,6 +123,7 @@ def format_text(summary: dict[str, Any]) -> str:
 @click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def info(path, as_json):
-    """Summarise PATH: a preprocessed store (counts, duration, fps, size, rejected, params)."""
+    """Summarise PATH: a preprocessed store (counts, duration, fps, size, rejected and skipped
+    inputs by reason, params), a features file or a checkpoint."""
     summary = summarise(path)
     click.echo(json.dumps(summary, indent=2) if as_json else format_text(summary))

@@ -17,6 +17,7 @@ from stica.errors import SticaError
 COMMANDS = {
     "synth": "stages.synth:synth",
     "preprocess": "stages.preprocess:preprocess",
+    "merge-stores": "stages.merge_stores:merge_stores",
     "info": "stages.info:info",
     "bench": "stages.bench:bench",
     "pretrain": "stages.pretrain:pretrain",

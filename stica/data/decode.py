@@ -4,6 +4,20 @@ Time line: every timestamp is measured from the first decoded video frame (``t0`
 audio, whose first packet may start earlier or later (AAC encoder priming, edit lists), is placed
 on the same clock as the frames. Video is resampled by timestamps, which is variable-frame-rate
 safe: output frame ``i`` (time ``t0 + i / fps``) is the latest decoded frame with ``pts <= t``.
+
+Real files break every assumption, so nothing here trusts the container's metadata:
+
+- the length is what decodes (raw ``.m1v`` streams report 0.1 s for a minute of video);
+- frames without timestamps get times from the frame durations or the stream's rate;
+- a timestamp that jumps (concatenated ``.mpg``/``.vob`` parts restart at zero, broadcast captures
+  wrap) is a discontinuity: the clock is shifted so the next frame follows the previous one;
+- empty packets with a timestamp (Theora and AVI "dropped"/duplicate frames) hold the previous
+  frame instead of being sent to the decoder, which refuses them;
+- undecodable packets are skipped and counted, a damaged tail ends the file early, and either is
+  written into ``Decoded.notes`` (then the manifest) instead of losing the video;
+- the audio resampler is rebuilt when the audio's format, layout or rate changes mid-stream;
+- cover art (a picture attached to an audio file) and text that FFmpeg renders as ANSI art are
+  not videos, and a single decoded frame is a still image.
 """
 
 from __future__ import annotations
@@ -16,14 +30,27 @@ from pathlib import Path
 import av
 import numpy as np
 
-# Decode errors tolerated per stream before a file is called corrupt (a few damaged packets in a
-# long file are common and only cost a repeated frame).
-MAX_PACKET_ERRORS = 16
+from stica.data import probe
+
 TIME_EPS = 1e-6  # seconds: an output time equal to a pts up to float error belongs to that frame
+# A frame more than this far after the previous one, or this far before it, is a timestamp
+# discontinuity rather than a long still (VFR) or a reordering glitch.
+MAX_FORWARD_GAP = 30.0  # seconds
+MAX_BACKWARD_STEP = 0.5  # seconds
+AUDIO_RESYNC = 0.1  # seconds of drift between audio timestamps and samples placed before resync
+FALLBACK_RATE = 25.0  # frames/s assumed for a stream without timestamps nor a usable rate
 
 
 class DecodeError(Exception):
-    """A file that cannot be turned into frames/audio; ``str(e)`` is a one-line reason."""
+    """A file that cannot be turned into frames/audio; ``str(e)`` is a one-line reason.
+
+    ``skipped`` marks inputs that are not videos at all (text, audio, a still picture): they are
+    listed apart from the videos that could not be stored (``rejected``).
+    """
+
+    def __init__(self, reason: str, skipped: bool = False):
+        super().__init__(reason)
+        self.skipped = skipped
 
 
 @dataclass
@@ -32,7 +59,8 @@ class Decoded:
 
     ``frames`` holds whatever ``frame_sink`` returned per output frame (by default the
     (H, W, 3) uint8 RGB arrays); ``audio`` is (S,) int16 mono at the requested rate, spanning
-    exactly ``num_frames / fps`` seconds for videos.
+    exactly ``num_frames / fps`` seconds for videos. ``notes`` are one-line remarks on what had
+    to be repaired (damage, discontinuities, missing timestamps, audio format changes).
     """
 
     frames: list = field(default_factory=list)
@@ -40,6 +68,7 @@ class Decoded:
     duration: float = 0.0
     has_audio: bool = False
     size: tuple[int, int] = (0, 0)  # (H, W) of stored frames
+    notes: list[str] = field(default_factory=list)
 
     @property
     def num_frames(self) -> int:
@@ -81,21 +110,8 @@ def decode_media(
         S == round(num_frames / fps * sample_rate) for videos.
     """
     path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise DecodeError("empty file (0 bytes)")
-        container = av.open(str(path), mode="r", metadata_errors="ignore")
-    except DecodeError:
-        raise
-    except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as e:
-        raise DecodeError(f"cannot open: {_one_line(e)}") from None
-    with container:
-        vstream = None if audio_only else next(iter(container.streams.video), None)
-        astream = next(iter(container.streams.audio), None)
-        if audio_only and astream is None:
-            raise DecodeError("no audio stream")
-        if not audio_only and vstream is None:
-            raise DecodeError("no video stream")
+    with _open(path) as container:
+        vstream, astream = _streams(container, audio_only)
         if audio_only:
             return _decode_audio_only(container, astream, sample_rate, max_duration)
         return _decode_video(
@@ -103,14 +119,69 @@ def decode_media(
         )
 
 
-class _FrameResampler:
-    """Emits output frames at ``t0 + i / fps`` from decoded frames by timestamps."""
+def probe_input(path: str | Path, audio_only: bool = False) -> None:
+    """Check, without decoding, that ``path`` is something preprocessing would decode (a video;
+    audio for audio-only layouts); raises :class:`DecodeError` saying what it is otherwise.
 
-    def __init__(self, fps, short_side, limit, sink):
+    Used for files a layout cannot place: only a real video there is worth a "rejected".
+    """
+    with _open(Path(path)) as container:
+        _streams(container, audio_only)
+        name = container.format.name
+        if not audio_only and (name == "image2" or name.endswith("_pipe")):
+            raise DecodeError("still image (not a video)", skipped=True)
+
+
+def _open(path: Path):
+    """``av.open`` with one-line reasons: an empty or unreadable file is rejected, so is one
+    that cannot be opened but carries a media signature (damaged); anything else was never
+    media (skipped)."""
+    try:
+        with open(path, "rb") as fh:
+            if not fh.read(1):
+                raise DecodeError("empty file (0 bytes)")
+    except OSError as e:
+        raise DecodeError(f"cannot read: {_one_line(e)}") from None
+    try:
+        return av.open(str(path), mode="r", metadata_errors="ignore")
+    except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as e:
+        if probe.looks_like_media(path):
+            raise DecodeError(f"cannot open: {_one_line(e)}") from None
+        raise DecodeError("not a media file", skipped=True) from None
+
+
+def _streams(container, audio_only: bool):
+    """(video stream, audio stream) to decode; raises a skipped :class:`DecodeError` for
+    inputs that are not videos (or not audio, for audio-only layouts)."""
+    astream = next(iter(container.streams.audio), None)
+    if audio_only:
+        if astream is None:
+            raise DecodeError(probe.no_audio_reason(container), skipped=True)
+        return None, astream
+    vstream = probe.pick_video_stream(container)
+    if vstream is None:
+        raise DecodeError(probe.no_video_reason(container), skipped=True)
+    if probe.is_text_art(vstream):
+        raise DecodeError("not a media file (text that FFmpeg renders as video)", skipped=True)
+    return vstream, astream
+
+
+class _FrameResampler:
+    """Emits output frames at ``t0 + i / fps`` from decoded frames by timestamps.
+
+    Times passed in are the stream's; ``shift`` (changed at each discontinuity) maps them onto a
+    continuous clock.
+    """
+
+    def __init__(self, fps, short_side, limit, sink, nominal_gap):
         self.fps, self.short_side, self.limit, self.sink = fps, short_side, limit, sink
+        self.nominal_gap = nominal_gap  # seconds between frames by the stream's declared rate
         self.t0 = None
+        self.shift = 0.0
+        self.discontinuities = 0
         self.current = None  # (time, av.VideoFrame)
         self.converted = None  # sink output of ``current`` (converted once, maybe emitted often)
+        self.hold_until = -math.inf  # end of the empty "repeat the last frame" packets seen
         self.outputs: list = []
         self.size = (0, 0)
         self.last_gap = None
@@ -140,8 +211,20 @@ class _FrameResampler:
                 self.converted = self._convert(self.current[1])
             self.outputs.append(self.converted)
 
+    def clock(self, t: float) -> float:
+        """Stream time -> continuous time, starting a new segment at a discontinuity."""
+        t += self.shift
+        if self.current is not None:
+            prev = self.current[0]
+            if t > prev + MAX_FORWARD_GAP or t < prev - MAX_BACKWARD_STEP:
+                step = self.last_gap or self.nominal_gap
+                self.shift += prev + step - t
+                self.discontinuities += 1
+                t = prev + step
+        return t
+
     def push(self, t: float, frame: av.VideoFrame) -> bool:
-        """Feed a decoded frame; returns False once no more output is needed."""
+        """Feed a decoded frame at continuous time ``t``; False once no more output is needed."""
         if self.t0 is None:
             self.t0 = t
         if self.current is not None:
@@ -153,11 +236,18 @@ class _FrameResampler:
         self.current, self.converted = (t, frame), None
         return len(self.outputs) < self.limit
 
+    def hold(self, t_end: float) -> None:
+        """An empty packet says "the previous frame still shows until ``t_end``" (stream time)."""
+        if self.current is not None:
+            t_end += self.shift
+            if t_end <= self.current[0] + MAX_FORWARD_GAP:
+                self.hold_until = max(self.hold_until, t_end)
+
     def finish(self, frame_duration: float | None) -> None:
         if self.current is None:
             return
-        gap = frame_duration or self.last_gap or 1.0 / self.fps
-        end = self.current[0] + gap
+        gap = frame_duration or self.last_gap or self.nominal_gap
+        end = max(self.current[0] + gap, self.hold_until)
         # an output time within rounding of the end still belongs to the last frame
         n_total = math.floor((end - self.t0) * self.fps + 1e-6)
         if n_total > len(self.outputs):
@@ -166,23 +256,126 @@ class _FrameResampler:
             self.outputs.append(self._convert(self.current[1]))
 
 
-def _frame_time(frame, fallback: float) -> float:
+class _AudioTrack:
+    """Resamples decoded audio frames to mono int16 at ``sample_rate``, whatever they come as.
+
+    The resampler is built for the first frame's format/layout/rate; a frame that differs (a
+    broadcast capture switching from stereo to 5.1, damage that confuses the decoder) flushes it
+    and builds a new one instead of failing the file.
+    """
+
+    def __init__(self, sample_rate: int):
+        self.sample_rate = sample_rate
+        self.resampler = None
+        self.setup = None  # (format, layout, rate) of the frames the resampler was built for
+        self.changes = 0
+        self.errors = 0
+        self.chunks: list[tuple[float | None, np.ndarray]] = []  # (stream time or None, samples)
+        self.total = 0
+
+    def _add(self, t, frames) -> None:
+        for out in frames:
+            chunk = out.to_ndarray().reshape(-1)
+            self.chunks.append((t, chunk))
+            self.total += chunk.size
+            t = None  # only the first resampled chunk of a frame carries its time
+
+    def push(self, frame: av.AudioFrame, t: float | None) -> None:
+        setup = (frame.format.name, frame.layout.name, frame.sample_rate)
+        try:
+            if setup != self.setup:
+                if self.resampler is not None:
+                    self.changes += 1
+                    self._add(None, self.resampler.resample(None))
+                self.resampler = av.AudioResampler(
+                    format="s16", layout="mono", rate=self.sample_rate
+                )
+                self.setup = setup
+            self._add(t, self.resampler.resample(frame))
+        except (av.FFmpegError, ValueError):
+            self.errors += 1
+            self.resampler = self.setup = None  # start afresh with the next frame
+
+    def flush(self) -> None:
+        if self.resampler is not None:
+            try:
+                self._add(None, self.resampler.resample(None))
+            except (av.FFmpegError, ValueError):
+                self.errors += 1
+
+    def note(self) -> str | None:
+        if not self.changes:
+            return None
+        return f"audio format changed {self.changes}x mid-stream (resampler rebuilt)"
+
+    def place(self, t0: float, n_samples: int) -> np.ndarray | None:
+        """The audio on the video clock: sample 0 is at stream time ``t0``.
+
+        Chunks follow one another; where their timestamps say samples are missing (damaged
+        packets) or repeated by more than ``AUDIO_RESYNC`` the position follows the timestamps,
+        and a jump past the discontinuity limits re-anchors the clock instead (the video's
+        discontinuities are bridged the same way, so both stay together).
+
+        Shape:
+            returns (n_samples,) int16, or None when the file has no decodable audio.
+        """
+        if not self.total:
+            return None
+        sr = self.sample_rate
+        out = np.zeros(n_samples, np.int16)
+        first_time = next((t for t, _ in self.chunks if t is not None), t0)
+        pos = round((first_time - t0) * sr)  # > 0: audio starts after the first frame
+        anchor = 0  # samples added to timestamp positions after a discontinuity
+        for t, chunk in self.chunks:
+            if t is not None:
+                expected = round((t - t0) * sr) + anchor
+                drift = expected - pos
+                if drift > MAX_FORWARD_GAP * sr or drift < -MAX_BACKWARD_STEP * sr:
+                    anchor -= drift
+                elif abs(drift) > AUDIO_RESYNC * sr:
+                    pos = expected
+            lo, hi = max(pos, 0), min(pos + chunk.size, n_samples)
+            if hi > lo:
+                out[lo:hi] = chunk[lo - pos : hi - pos]
+            pos += chunk.size
+        return out
+
+
+def _frame_time(frame) -> float | None:
     if frame.pts is None or frame.time_base is None:
-        return fallback
+        return None
     return float(frame.pts * frame.time_base)
+
+
+def _packet_end(packet) -> float | None:
+    ts = packet.pts if packet.pts is not None else packet.dts
+    if ts is None or packet.time_base is None:
+        return None
+    return float((ts + (packet.duration or 0)) * packet.time_base)
+
+
+def _nominal_rate(vstream) -> float:
+    for rate in (vstream.average_rate, vstream.guessed_rate, vstream.base_rate):
+        if rate and 1 <= float(rate) <= 240:
+            return float(rate)
+    return FALLBACK_RATE
 
 
 def _decode_video(container, vstream, astream, fps, short_side, sample_rate, max_duration, sink):
     limit = math.floor(max_duration * fps + 1e-6) if max_duration > 0 else 1 << 62
-    resampler = _FrameResampler(fps, short_side, max(limit, 1), sink)
-    audio_chunks: list[tuple[float, np.ndarray]] = []
-    aresampler = (
-        av.AudioResampler(format="s16", layout="mono", rate=sample_rate) if astream else None
-    )
+    nominal_gap = 1.0 / _nominal_rate(vstream)
+    resampler = _FrameResampler(fps, short_side, max(limit, 1), sink, nominal_gap)
+    audio = _AudioTrack(sample_rate) if astream is not None else None
+    packets = {"video": 0, "audio": 0}
     errors = {"video": 0, "audio": 0}
+    flagged = 0  # packets or frames the demuxer/decoder marked corrupt but still delivered
+    last_error = None
+    stopped_at = None  # stream time where an unreadable tail began
     frame_duration = None
     want_video = True
     n_video = 0
+    untimed = 0  # frames without a timestamp
+    last_raw = None  # stream time of the previous video frame
     streams = [vstream] + ([astream] if astream is not None else [])
     try:
         for packet in container.demux(*streams):
@@ -194,107 +387,124 @@ def _decode_video(container, vstream, astream, fps, short_side, sample_rate, max
                 and not want_video
                 and packet.pts is not None
                 and packet.time_base is not None
-                and float(packet.pts * packet.time_base) > resampler.t0 + limit / fps + 1
+                and float(packet.pts * packet.time_base) + resampler.shift
+                > resampler.t0 + limit / fps + 1
             ):
                 break  # enough video decoded; audio beyond the kept span is not needed
+            if packet.size == 0 and packet.buffer_ptr:
+                # an empty packet from the file (not the end-of-stream flush): "frame unchanged"
+                end = _packet_end(packet)
+                if kind == "video" and end is not None:
+                    resampler.hold(end if packet.duration else end + nominal_gap)
+                continue
+            if packet.size:
+                packets[kind] += 1
+                flagged += bool(packet.is_corrupt)
             try:
                 frames = packet.decode()
             except (av.FFmpegError, ValueError) as e:
                 errors[kind] += 1
-                if errors["video"] > MAX_PACKET_ERRORS:
-                    raise DecodeError(f"corrupt video stream: {_one_line(e)}") from None
+                last_error = e
                 continue
             for frame in frames:
                 if kind == "video":
-                    t = _frame_time(frame, n_video / fps)
+                    flagged += bool(frame.is_corrupt)
+                    step = (
+                        float(frame.duration * frame.time_base)
+                        if frame.duration and frame.time_base is not None
+                        else None
+                    )
+                    raw = _frame_time(frame)
+                    if raw is None:
+                        untimed += 1
+                        raw = 0.0 if last_raw is None else last_raw + (step or nominal_gap)
+                    last_raw = raw
                     n_video += 1
-                    if frame.duration and frame.time_base is not None:
-                        frame_duration = float(frame.duration * frame.time_base)
-                    if want_video and not resampler.push(t, frame):
+                    if step:
+                        frame_duration = step
+                    if want_video and not resampler.push(resampler.clock(raw), frame):
                         want_video = False
                 else:
-                    t = _frame_time(frame, 0.0)
-                    for out in aresampler.resample(frame):
-                        audio_chunks.append((t, out.to_ndarray().reshape(-1)))
-                        t = None  # only the first resampled chunk of a frame carries its time
-    except av.FFmpegError as e:
+                    audio.push(frame, _frame_time(frame))
+    except (av.FFmpegError, ValueError) as e:
         if n_video == 0:
             raise DecodeError(f"cannot decode: {_one_line(e)}") from None
         # a damaged tail: keep what decoded cleanly
-    if aresampler is not None:
-        try:
-            for out in aresampler.resample(None):
-                audio_chunks.append((None, out.to_ndarray().reshape(-1)))
-        except (av.FFmpegError, ValueError):
-            pass
+        stopped_at = last_raw
+        last_error = e
+    if audio is not None:
+        audio.flush()
     if n_video == 0:
-        raise DecodeError("no decodable video frames")
+        detail = f": {_one_line(last_error)}" if last_error is not None else ""
+        raise DecodeError(f"no decodable video frames{detail}")
+    if n_video == 1 and packets["video"] == 1 and not errors["video"]:
+        raise DecodeError("still image (a single frame, not a video)", skipped=True)
     if want_video:
         resampler.finish(frame_duration)
     decoded = Decoded(frames=resampler.outputs, size=tuple(resampler.size))
     decoded.duration = decoded.num_frames / fps
     n_samples = round(decoded.num_frames / fps * sample_rate)
-    audio = _place_audio(audio_chunks, resampler.t0, sample_rate, n_samples)
-    decoded.has_audio = audio is not None
-    decoded.audio = audio if audio is not None else np.zeros(0, np.int16)
+    placed = audio.place(resampler.t0, n_samples) if audio is not None else None
+    decoded.has_audio = placed is not None
+    decoded.audio = placed if placed is not None else np.zeros(0, np.int16)
+    decoded.notes = _notes(packets, errors, flagged, stopped_at, untimed, resampler, audio)
     return decoded
 
 
-def _place_audio(chunks, t0: float, sample_rate: int, n_samples: int) -> np.ndarray | None:
-    """Concatenate resampled chunks and shift them onto the video clock (``t0`` = sample 0).
-
-    Shape:
-        returns (n_samples,) int16, or None when the file has no decodable audio.
-    """
-    if not chunks:
-        return None
-    samples = np.concatenate([c for _, c in chunks]).astype(np.int16, copy=False)
-    if samples.size == 0:
-        return None
-    first_time = next((t for t, _ in chunks if t is not None), t0)
-    offset = round((first_time - t0) * sample_rate)  # > 0: audio starts after the first frame
-    if offset > 0:
-        samples = np.concatenate([np.zeros(offset, np.int16), samples])
-    elif offset < 0:
-        samples = samples[-offset:]
-    out = np.zeros(n_samples, np.int16)
-    n = min(n_samples, samples.size)
-    out[:n] = samples[:n]
-    return out
+def _notes(packets, errors, flagged, stopped_at, untimed, resampler, audio) -> list[str]:
+    notes = []
+    if errors["video"] or errors["audio"] or flagged:
+        parts = [
+            f"{errors[k]} of {packets[k]} {k} packets undecodable"
+            for k in ("video", "audio")
+            if errors[k]
+        ]
+        if flagged:
+            parts.append(f"{flagged} packets/frames flagged corrupt")
+        notes.append(f"damaged: {', '.join(parts)} (skipped, the rest kept)")
+    if stopped_at is not None:
+        notes.append(f"damaged: unreadable after {stopped_at:.2f} s (the part before kept)")
+    if untimed:
+        notes.append(f"no timestamps on {untimed} frames (times from the frame rate)")
+    if resampler.discontinuities:
+        notes.append(f"{resampler.discontinuities} timestamp discontinuities bridged")
+    if audio is not None and (note := audio.note()):
+        notes.append(note)
+    return notes
 
 
 def _decode_audio_only(container, astream, sample_rate, max_duration) -> Decoded:
-    aresampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
-    chunks = []
-    errors = 0
+    track = _AudioTrack(sample_rate)
+    errors = packets = 0
     limit = round(max_duration * sample_rate) if max_duration > 0 else None
-    total = 0
     try:
         for packet in container.demux(astream):
+            if packet.size == 0 and packet.buffer_ptr:
+                continue
+            packets += bool(packet.size)
             try:
                 frames = packet.decode()
-            except (av.FFmpegError, ValueError) as e:
+            except (av.FFmpegError, ValueError):
                 errors += 1
-                if errors > MAX_PACKET_ERRORS:
-                    raise DecodeError(f"corrupt audio stream: {_one_line(e)}") from None
                 continue
             for frame in frames:
-                for out in aresampler.resample(frame):
-                    chunk = out.to_ndarray().reshape(-1)
-                    chunks.append(chunk)
-                    total += chunk.size
-            if limit is not None and total >= limit:
+                track.push(frame, None)
+            if limit is not None and track.total >= limit:
                 break
-        for out in aresampler.resample(None):
-            chunks.append(out.to_ndarray().reshape(-1))
     except av.FFmpegError as e:
-        if not chunks:
+        if not track.total:
             raise DecodeError(f"cannot decode audio: {_one_line(e)}") from None
-    if not chunks:
+    track.flush()
+    if not track.total:
         raise DecodeError("no decodable audio")
-    audio = np.concatenate(chunks).astype(np.int16, copy=False)
+    audio = np.concatenate([c for _, c in track.chunks]).astype(np.int16, copy=False)
     if limit is not None:
         audio = audio[:limit]
     if audio.size == 0:
         raise DecodeError("no decodable audio")
-    return Decoded(audio=audio, duration=audio.size / sample_rate, has_audio=True)
+    notes = (
+        [f"damaged: {errors} of {packets} audio packets undecodable (skipped)"] if errors else []
+    )
+    if note := track.note():
+        notes.append(note)
+    return Decoded(audio=audio, duration=audio.size / sample_rate, has_audio=True, notes=notes)

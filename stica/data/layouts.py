@@ -15,8 +15,16 @@ Supported (``layout: auto`` detects them in this order):
 - ``generic``: ``ROOT/CLASS/**/video`` (or ``ROOT/train/CLASS`` + ``ROOT/test/CLASS``); without
   split folders a stable hash of the relative path puts ``test_fraction`` of the videos in test.
 
-Paths that cannot be listed (unreadable folders, symlink loops) and files named by a split list
-but absent are returned as ``problems`` (path, reason) so they end up in the rejected list.
+Every regular file under the root is accounted for: the layout's own annotation files
+(``sidecars``: split lists, CSVs, ``classes.json``) are read and not listed; files the layout
+places become ``items`` (decoded, then stored or rejected by content); files it cannot place
+(a video beside the class folders, a file no CSV row names) are ``unplaced`` with the layout's
+reason, and preprocessing probes them: a real video is rejected with that reason, anything else
+(a README, an image) is skipped with what it is. Extensions never decide: a ``.rm`` or ``.vob``
+video is a video, a text file named ``.mp4`` is not (the extension lists below only guess which
+of ``generic`` / ``dcase2014`` an ``auto`` folder is). Hidden files and folders are ``skipped``
+by name; paths that cannot be listed (unreadable folders, symlink loops) and files named by a
+split list but absent are ``problems`` (path, reason), rejected.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ VIDEO_EXTS = frozenset(
     ]
 )
 AUDIO_EXTS = frozenset([".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus"])
+# The demo set's description (written by ``stica synth`` beside its class folders).
+SYNTH_SIDECAR = "classes.json"
 LAYOUTS = ("generic", "ucf101", "hmdb51", "kinetics", "esc50", "dcase2014")
 KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
 
@@ -68,7 +78,19 @@ class Discovery:
     items: list[Item]
     num_splits: int
     audio_only: bool = False
-    problems: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): rejected
+    unplaced: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): probed
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): hidden etc.
+    sidecars: list[str] = field(default_factory=list)  # annotation files the layout read
+
+
+class _Walk:
+    """The regular files below a root (sorted relative POSIX paths) and what was not listed."""
+
+    def __init__(self, root: Path, exclude: frozenset[Path] = frozenset()):
+        self.problems: list[tuple[str, str]] = []
+        self.skipped: list[tuple[str, str]] = []
+        self.files = walk_files(root, self.problems, skipped=self.skipped, exclude=exclude)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -76,14 +98,25 @@ class Discovery:
 # ------------------------------------------------------------------------------------------------
 
 
-def walk_files(root: Path, exts: frozenset[str], problems: list[tuple[str, str]]) -> list[str]:
-    """Relative POSIX paths of files below ``root`` with an extension in ``exts``, sorted.
+def walk_files(
+    root: Path,
+    problems: list[tuple[str, str]],
+    skipped: list[tuple[str, str]] | None = None,
+    exclude: frozenset[Path] = frozenset(),
+    exts: frozenset[str] | None = None,
+) -> list[str]:
+    """Relative POSIX paths of the regular files below ``root``, sorted.
 
     Follows directory symlinks once (a folder reached again through a link is reported as a
     symlink loop), and reports unreadable folders and dangling/looping file links in ``problems``.
+    Hidden files and folders, and anything that is not a regular file (a FIFO would block a
+    reader forever), go to ``skipped`` with a reason. Folders in ``exclude`` (resolved paths: the
+    store being written inside its own input) are left out silently. ``exts`` keeps only those
+    extensions (used to guess a layout, never to choose inputs).
     """
     found: list[str] = []
     seen: set[tuple[int, int]] = set()
+    skipped = [] if skipped is None else skipped
 
     def visit(folder: Path, rel: str) -> None:
         try:
@@ -109,14 +142,25 @@ def walk_files(root: Path, exts: frozenset[str], problems: list[tuple[str, str]]
             except OSError as e:
                 problems.append((child_rel, _os_reason(e)))
                 continue
+            if exts is not None and not is_dir and Path(entry.name).suffix.lower() not in exts:
+                continue
+            hidden = entry.name.startswith(".")
             if is_dir:
-                if not entry.name.startswith("."):
+                if exclude and Path(entry.path).resolve() in exclude:
+                    continue
+                if hidden:
+                    skipped.append((child_rel, "hidden folder (not searched)"))
+                else:
                     visit(Path(entry.path), child_rel)
-            elif Path(entry.name).suffix.lower() in exts:
-                if is_file:
+            elif is_file:
+                if hidden:
+                    skipped.append((child_rel, "hidden file"))
+                else:
                     found.append(child_rel)
-                elif entry.is_symlink():
-                    problems.append((child_rel, _link_reason(Path(entry.path))))
+            elif entry.is_symlink():
+                problems.append((child_rel, _link_reason(Path(entry.path))))
+            else:
+                skipped.append((child_rel, "not a regular file"))
 
     visit(root, "")
     return sorted(found)
@@ -157,13 +201,22 @@ def detect_layout(root: Path) -> str:
     if _kinetics_csvs(root):
         return "kinetics"
     problems: list[tuple[str, str]] = []
-    if not walk_files(root, VIDEO_EXTS, problems) and walk_files(root, AUDIO_EXTS, problems):
+    videos = walk_files(root, problems, exts=VIDEO_EXTS)
+    if not videos and walk_files(root, problems, exts=AUDIO_EXTS):
         return "dcase2014"
     return "generic"
 
 
-def discover(root: str | Path, layout: str = "auto", test_fraction: float = 0.2) -> Discovery:
-    """List the inputs of ``root`` in ``layout`` (``auto`` detects it); sorted by path."""
+def discover(
+    root: str | Path,
+    layout: str = "auto",
+    test_fraction: float = 0.2,
+    exclude: tuple[str | Path, ...] = (),
+) -> Discovery:
+    """List the inputs of ``root`` in ``layout`` (``auto`` detects it); sorted by path.
+
+    ``exclude``: folders below ``root`` not to look into (the store being written there).
+    """
     root = Path(root)
     if not root.is_dir():
         raise SticaError(f"input folder not found: {root}")
@@ -171,16 +224,25 @@ def discover(root: str | Path, layout: str = "auto", test_fraction: float = 0.2)
         layout = detect_layout(root)
     if layout not in LAYOUTS:
         raise SticaError(f"unknown layout '{layout}' (known: auto, {', '.join(LAYOUTS)})")
+    walk = _Walk(root, frozenset(Path(p).resolve() for p in exclude))
     found = {
-        "generic": lambda: _class_folders(root, "generic", VIDEO_EXTS, test_fraction),
-        "dcase2014": lambda: _class_folders(root, "dcase2014", AUDIO_EXTS, test_fraction),
-        "ucf101": lambda: _ucf101(root),
-        "hmdb51": lambda: _hmdb51(root),
-        "kinetics": lambda: _kinetics(root),
-        "esc50": lambda: _esc50(root),
+        "generic": lambda: _class_folders(root, walk, "generic", test_fraction),
+        "dcase2014": lambda: _class_folders(root, walk, "dcase2014", test_fraction),
+        "ucf101": lambda: _ucf101(root, walk),
+        "hmdb51": lambda: _hmdb51(root, walk),
+        "kinetics": lambda: _kinetics(root, walk),
+        "esc50": lambda: _esc50(root, walk),
     }[layout]()
+    found.problems = walk.problems + found.problems
+    found.skipped = walk.skipped
     found.items.sort(key=lambda it: it.path)
+    found.unplaced.sort()
+    found.sidecars.sort()
     return found
+
+
+def _rel(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
 
 
 def _find_one(root: Path, name: str) -> Path | None:
@@ -210,26 +272,35 @@ def _read_lines(path: Path) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 
 
-def _class_folders(root: Path, layout: str, exts, test_fraction: float) -> Discovery:
-    problems: list[tuple[str, str]] = []
+def _class_folders(root: Path, walk: _Walk, layout: str, test_fraction: float) -> Discovery:
+    sidecars = [SYNTH_SIDECAR] if SYNTH_SIDECAR in walk.files else []
     split_dirs = [s for s in ("train", "test") if (root / s).is_dir()]
-    files = walk_files(root, exts, problems)
-    entries = []  # (rel path, class name, split)
-    for rel in files:
+    entries, unplaced = [], []  # entries: (rel path, class name, split)
+    for rel in walk.files:
+        if rel in sidecars:
+            continue
         parts = rel.split("/")
         if split_dirs and parts[0] in ("train", "test") and len(parts) >= 3:
             entries.append((rel, parts[1], parts[0]))
         elif not split_dirs and len(parts) >= 2:
             entries.append((rel, parts[0], hash_split(rel, test_fraction)))
         else:
-            problems.append((rel, "not inside a class folder"))
+            unplaced.append((rel, "not inside a class folder"))
     classes = tuple(sorted({c for _, c, _ in entries}))
     index = {c: i for i, c in enumerate(classes)}
     items = [Item(rel, index[c], c, (s,)) for rel, c, s in entries]
-    return Discovery(layout, classes, items, 1, audio_only=layout == "dcase2014", problems=problems)
+    return Discovery(
+        layout,
+        classes,
+        items,
+        1,
+        audio_only=layout == "dcase2014",
+        unplaced=unplaced,
+        sidecars=sidecars,
+    )
 
 
-def _ucf101(root: Path) -> Discovery:
+def _ucf101(root: Path, walk: _Walk) -> Discovery:
     class_ind = _find_one(root, "classInd.txt")
     lists_dir = class_ind.parent
     classes_by_index = {}
@@ -247,44 +318,62 @@ def _ucf101(root: Path) -> Discovery:
     )
     if not split_ids:
         raise SticaError(f"UCF-101 layout: no trainlist0N.txt beside {class_ind}")
+    sidecars = [_rel(root, class_ind)]
     listed: dict[str, list[str]] = {}
     for k, split_id in enumerate(split_ids):
         for kind in ("train", "test"):
             path = lists_dir / f"{kind}list0{split_id}.txt"
             if not path.is_file():
                 continue
+            sidecars.append(_rel(root, path))
             for line in _read_lines(path):
                 rel = line.split()[0].replace("\\", "/")
                 listed.setdefault(rel, [""] * len(split_ids))[k] = kind
-    return _labelled_by_folder(root, video_root, classes, listed, len(split_ids), "ucf101")
+    return _labelled_by_folder(
+        root, walk, video_root, classes, listed, len(split_ids), "ucf101", sidecars
+    )
 
 
-def _labelled_by_folder(root, video_root, classes, listed, num_splits, layout) -> Discovery:
+def _labelled_by_folder(
+    root, walk, video_root, classes, listed, num_splits, layout, sidecars
+) -> Discovery:
     """Items for videos found in ``video_root/CLASS/``, with splits from the lists; listed
-    videos that are missing become problems."""
-    problems: list[tuple[str, str]] = []
+    videos that are missing become problems, other files are unplaced."""
     prefix = video_root.relative_to(root).as_posix() if video_root != root else ""
-    on_disk = walk_files(video_root, VIDEO_EXTS, problems)
-    problems = [(f"{prefix}/{p}" if prefix else p, r) for p, r in problems]
     index = {c: i for i, c in enumerate(classes)}
-    items = []
-    by_name = {}
-    for rel in on_disk:
+    items, unplaced = [], []
+    present = set()
+    side = set(sidecars)
+    for full in walk.files:
+        if full in side:
+            continue
+        if prefix and not full.startswith(prefix + "/"):
+            unplaced.append((full, "not inside the video folder"))
+            continue
+        rel = full[len(prefix) + 1 :] if prefix else full
         parts = rel.split("/")
-        by_name[parts[-1]] = rel
-        full = f"{prefix}/{rel}" if prefix else rel
         cls = parts[0] if len(parts) >= 2 else ""
         if cls not in index:
-            problems.append((full, "not inside a known class folder"))
+            unplaced.append((full, "not inside a known class folder"))
             continue
+        present.update((rel, parts[-1]))
         key = rel if rel in listed else parts[-1]
         splits = tuple(listed.get(key, [""] * num_splits))
         items.append(Item(full, index[cls], cls, splits))
-    present = set(on_disk) | set(by_name)
-    for rel in sorted(listed):
-        if rel not in present:
-            problems.append((rel, "listed in the split files but not found"))
-    return Discovery(layout, classes, items, num_splits, problems=problems)
+    problems = [
+        (rel, "listed in the split files but not found")
+        for rel in sorted(listed)
+        if rel not in present
+    ]
+    return Discovery(
+        layout,
+        classes,
+        items,
+        num_splits,
+        problems=problems,
+        unplaced=unplaced,
+        sidecars=list(sidecars),
+    )
 
 
 def _hmdb_split_files(root: Path) -> list[Path]:
@@ -294,7 +383,7 @@ def _hmdb_split_files(root: Path) -> list[Path]:
     return out
 
 
-def _hmdb51(root: Path) -> Discovery:
+def _hmdb51(root: Path, walk: _Walk) -> Discovery:
     files = _hmdb_split_files(root)
     if not files:
         raise SticaError(f"HMDB-51 layout: no *_test_splitN.txt files in {root}")
@@ -313,7 +402,10 @@ def _hmdb51(root: Path) -> Discovery:
             entry = listed.setdefault(f"{cls}/{fields[0]}", [""] * len(split_ids))
             entry[k] = codes.get(fields[1], "")
     video_root = next((d for d in (root / "videos", root / "hmdb51") if d.is_dir()), root)
-    return _labelled_by_folder(root, video_root, classes, listed, len(split_ids), "hmdb51")
+    sidecars = [_rel(root, p) for _, _, p in parsed]
+    return _labelled_by_folder(
+        root, walk, video_root, classes, listed, len(split_ids), "hmdb51", sidecars
+    )
 
 
 def _kinetics_csvs(root: Path) -> list[Path]:
@@ -329,7 +421,7 @@ def _kinetics_csvs(root: Path) -> list[Path]:
     return out
 
 
-def _kinetics(root: Path) -> Discovery:
+def _kinetics(root: Path, walk: _Walk) -> Discovery:
     csvs = _kinetics_csvs(root)
     if not csvs:
         raise SticaError(f"Kinetics layout: no CSV with columns {','.join(KINETICS_COLUMNS)}")
@@ -338,13 +430,15 @@ def _kinetics(root: Path) -> Discovery:
         with path.open(encoding="utf-8", errors="replace", newline="") as f:
             for row in csv.DictReader(f):
                 rows.append((path.name, row))
-    problems: list[tuple[str, str]] = []
+    sidecars = [_rel(root, p) for p in csvs]
     by_stem: dict[str, str] = {}
-    for rel in walk_files(root, VIDEO_EXTS, problems):
-        by_stem.setdefault(Path(rel).stem, rel)
+    # a video's thumbnail or subtitles may share its stem: a video extension goes first
+    for rel in sorted(walk.files, key=lambda r: Path(r).suffix.lower() not in VIDEO_EXTS):
+        if rel not in sidecars:
+            by_stem.setdefault(Path(rel).stem, rel)
     classes = tuple(sorted({row["label"].strip() for _, row in rows if row.get("label")}))
     index = {c: i for i, c in enumerate(classes)}
-    items, used = [], set()
+    items, used, problems = [], set(), []
     for csv_name, row in rows:
         yid = (row.get("youtube_id") or "").strip()
         stems = [yid]
@@ -364,10 +458,17 @@ def _kinetics(root: Path) -> Discovery:
         split = {"validate": "test", "val": "test", "valid": "test"}.get(split, split)
         label_name = (row.get("label") or "").strip()
         items.append(Item(rel, index.get(label_name, -1), label_name, (split,)))
-    return Discovery("kinetics", classes, items, 1, problems=problems)
+    unplaced = [
+        (rel, "not listed in the CSV files")
+        for rel in walk.files
+        if rel not in used and rel not in sidecars
+    ]
+    return Discovery(
+        "kinetics", classes, items, 1, problems=problems, unplaced=unplaced, sidecars=sidecars
+    )
 
 
-def _esc50(root: Path) -> Discovery:
+def _esc50(root: Path, walk: _Walk) -> Discovery:
     meta = root / "meta" / "esc50.csv"
     with meta.open(encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -376,13 +477,30 @@ def _esc50(root: Path) -> Discovery:
         names[int(row["target"])] = row["category"]
     classes = tuple(names.get(i, f"class{i}") for i in range(max(names, default=-1) + 1))
     folds = sorted({int(row["fold"]) for row in rows})
-    items, problems = [], []
+    on_disk = set(walk.files)
+    items, problems, used = [], [], set()
     for row in rows:
         rel = f"audio/{row['filename']}"
-        if not (root / rel).is_file():
+        if rel not in on_disk:
             problems.append((rel, "listed in meta/esc50.csv but not found"))
             continue
+        used.add(rel)
         fold = int(row["fold"])
         splits = tuple("test" if fold == k else "train" for k in folds)
         items.append(Item(rel, int(row["target"]), row["category"], splits))
-    return Discovery("esc50", classes, items, len(folds), audio_only=True, problems=problems)
+    sidecars = ["meta/esc50.csv"]
+    unplaced = [
+        (rel, "not listed in meta/esc50.csv")
+        for rel in walk.files
+        if rel not in used and rel not in sidecars
+    ]
+    return Discovery(
+        "esc50",
+        classes,
+        items,
+        len(folds),
+        audio_only=True,
+        problems=problems,
+        unplaced=unplaced,
+        sidecars=sidecars,
+    )

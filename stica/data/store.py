@@ -4,7 +4,8 @@ Folder layout (``STORE/``)::
 
     shard-00000.h5 ...   one per fixed chunk of ``videos_per_shard`` sorted inputs
     manifest.jsonl       one row per stored video, sorted by id
-    rejected.jsonl       one row per rejected input: {"path", "reason"}
+    rejected.jsonl       one row per input that holds video but was not stored: {"path", "reason"}
+    skipped.jsonl        one row per input that is not a video (text, audio, still image)
     meta.json            written last: its presence marks a finished store
     timing.json          wall time of the last run (for the loader benchmark)
     preprocess.log
@@ -15,6 +16,10 @@ each video, plus the end), ``audio`` (int16 samples back to back) and ``video_sa
 manifest rows, rejected inputs and the list of inputs it covers are attributes, so a shard is
 self-describing and a rerun can tell a complete shard from a missing one. Shards are written
 to a temporary name, fsynced, then renamed: a file with the final name is always complete.
+
+A cluster run (``--num-shards N --shard-index I``) writes the shards of one slice plus a marker
+``part-I-of-N.json`` instead of the manifest and ``meta.json``; ``stica merge-stores`` joins the
+parts into the same store a one-machine run writes.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +40,11 @@ import numpy as np
 from stica.errors import SticaError
 
 FORMAT = "stica-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: skipped.jsonl, manifest rows carry notes
 META = "meta.json"
 MANIFEST = "manifest.jsonl"
 REJECTED = "rejected.jsonl"
+SKIPPED = "skipped.jsonl"
 TIMING = "timing.json"
 LOG = "preprocess.log"
 
@@ -54,15 +62,17 @@ class VideoRecord:
     has_audio: bool
     shard: str  # shard file name inside the store folder
     index: int = 0  # position of the video inside its shard
+    notes: tuple[str, ...] = ()  # what decoding repaired: "damaged: ...", discontinuities, ...
 
     def to_row(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)
         row["splits"] = list(self.splits)
+        row["notes"] = list(self.notes)
         return row
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> VideoRecord:
-        return cls(**{**row, "splits": tuple(row["splits"])})
+        return cls(**{**row, "splits": tuple(row["splits"]), "notes": tuple(row.get("notes", ()))})
 
 
 @dataclass(frozen=True)
@@ -105,8 +115,9 @@ class Store:
             )
             lines = (self.root / MANIFEST).read_text(encoding="utf-8").splitlines()
             self.records = [VideoRecord.from_row(json.loads(line)) for line in lines if line]
-            rej = (self.root / REJECTED).read_text(encoding="utf-8").splitlines()
-            self.rejected = [(r["path"], r["reason"]) for r in map(json.loads, rej) if r]
+            self.rejected = _read_reasons(self.root / REJECTED)
+            skipped = self.root / SKIPPED  # absent from format 1 stores
+            self.skipped = _read_reasons(skipped) if skipped.is_file() else []
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise SticaError(f"corrupt stica store {self.root}: {e}") from None
         self._by_id = {r.id: r for r in self.records}
@@ -154,10 +165,31 @@ class Store:
             "audio_only": self.meta.audio_only,
             "shards": len(self.meta.shards),
             "size_bytes": self.size_bytes(),
+            "damaged": sum(any(n.startswith("damaged") for n in r.notes) for r in recs),
             "rejected": len(self.rejected),
+            "rejected_by_reason": count_reasons(self.rejected),
+            "skipped": len(self.skipped),
+            "skipped_by_reason": count_reasons(self.skipped),
             "params": self.meta.params,
             "version": self.meta.version,
         }
+
+
+def _read_reasons(path: Path) -> list[tuple[str, str]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [(r["path"], r["reason"]) for r in map(json.loads, lines) if r]
+
+
+def reason_key(reason: str) -> str:
+    """The kind of a one-line reason, for counting: the text before its first ': ' or ' ('
+    ("too short (0.20 s < ...)" -> "too short")."""
+    return re.split(r": | \(", reason, maxsplit=1)[0].strip()
+
+
+def count_reasons(entries: list[tuple[str, str]]) -> dict[str, int]:
+    """{reason kind: count}, most frequent first (ties by name)."""
+    counts = Counter(reason_key(reason) for _, reason in entries)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 # ------------------------------------------------------------------------------------------------

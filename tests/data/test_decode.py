@@ -62,15 +62,16 @@ def test_audio_only_input(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "writer, reason",
+    "writer, reason, skipped",
     [
-        (fx.write_zero_byte, "empty file"),
-        (fx.write_text_as_mp4, "cannot open"),
-        (fx.write_truncated, ""),
+        (fx.write_zero_byte, "empty file", False),
+        (fx.write_text_as_mp4, "not a media file", True),  # content decides, not ".mp4"
+        (fx.write_truncated, "cannot open", False),  # an mp4 signature: a damaged video
     ],
 )
-def test_bad_files_raise_one_line(tmp_path, writer, reason):
+def test_bad_files_raise_one_line(tmp_path, writer, reason, skipped):
     path = writer(tmp_path / "bad.mp4")
     with pytest.raises(DecodeError) as e:
         decode_media(path, fps=30, short_side=32, sample_rate=16000)
     assert reason in str(e.value) and "\n" not in str(e.value)
+    assert e.value.skipped is skipped

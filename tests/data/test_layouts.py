@@ -2,7 +2,7 @@
 
 import pytest
 
-from stica.data.layouts import VIDEO_EXTS, discover, hash_split, walk_files
+from stica.data.layouts import discover, hash_split, walk_files
 from stica.errors import SticaError
 from tests import fixtures as fx
 
@@ -80,7 +80,13 @@ def test_dcase2014(tmp_path):
 
 def test_forced_layout_and_missing_folder(tmp_path):
     fx.make_dcase2014(tmp_path)
-    assert discover(tmp_path, "generic").items == []  # forced: wav is not a video extension
+    # forced: the wavs become inputs; decoding then skips them ("no video stream")
+    assert [it.path for it in discover(tmp_path, "generic").items] == [
+        "bus/bus00.wav",
+        "bus/bus01.wav",
+        "park/park00.wav",
+        "park/park01.wav",
+    ]
     with pytest.raises(SticaError, match="input folder not found"):
         discover(tmp_path / "nope")
 
@@ -89,7 +95,7 @@ def test_symlink_loops_are_reported_not_followed_forever(tmp_path):
     fx.make_generic(tmp_path, per_class=1)
     fx.write_symlink_loops(tmp_path / "jump")
     problems = []
-    files = walk_files(tmp_path, VIDEO_EXTS, problems)
+    files = walk_files(tmp_path, problems)
     assert files == ["jump/jump_0.mp4", "run/run_0.mp4"]
     reasons = dict(problems)
     assert reasons["jump/loop.mp4"] == "symlink loop"

@@ -45,14 +45,16 @@ def messy(tmp_path_factory):
     }
     bad = {
         "a/empty.mp4": (fx.write_zero_byte, "empty file"),
-        "a/text.mp4": (fx.write_text_as_mp4, "cannot open"),
-        "a/truncated.mp4": (fx.write_truncated, ""),
-        "b/audio only.mp4": (fx.write_audio_only_mp4, "no video stream"),
+        "a/truncated.mp4": (fx.write_truncated, "cannot open"),
         "b/short.mp4": (lambda p: fx.write_video(p, seconds=0.2), "too short"),
+    }
+    not_videos = {  # skipped: content decides, not the .mp4 extension
+        "a/text.mp4": (fx.write_text_as_mp4, "not a media file"),
+        "b/audio only.mp4": (fx.write_audio_only_mp4, "no video stream"),
     }
     for rel, write in good.items():
         write(root / rel)
-    for rel, (write, _) in bad.items():
+    for rel, (write, _) in {**bad, **not_videos}.items():
         write(root / rel)
     fx.write_random_middle(root / "b/garbled.mp4")
     fx.write_symlink_loops(root / "b")
@@ -60,29 +62,38 @@ def messy(tmp_path_factory):
     fx.write_video(locked / "hidden.mp4", seed=9)
     fx.write_video(root / "c" / "ok.mp4", seed=8)
     locked.chmod(0)
-    yield root, good, bad
+    yield root, good, bad, not_videos
     locked.chmod(0o755)
 
 
 def test_bad_inputs_are_rejected_and_good_ones_kept(messy, tmp_path):
-    root, good, bad = messy
+    root, good, bad, not_videos = messy
     result = preprocess(root, tmp_path / "store", _cfg(), progress=False)
     store = Store(tmp_path / "store")
     paths = {r.path for r in store.records}
-    rejected = dict(store.rejected)
+    rejected, skipped = dict(store.rejected), dict(store.skipped)
     assert set(good) | {"c/ok.mp4"} <= paths
     for rel, (_, reason) in bad.items():
         assert rel in rejected and reason in rejected[rel], (rel, rejected.get(rel))
         assert "\n" not in rejected[rel]
+    for rel, (_, reason) in not_videos.items():
+        assert rel in skipped and reason in skipped[rel], (rel, skipped.get(rel))
     assert rejected["b/loop.mp4"] == "symlink loop"
     assert "symlink loop" in rejected["b/again"]
+    # the damaged middle is skipped, the rest kept, and the manifest says so
+    garbled = next(r for r in store.records if r.path == "b/garbled.mp4")
+    assert garbled.num_frames >= 9 and any(n.startswith("damaged") for n in garbled.notes)
     # every input is accounted for exactly once
-    assert "b/garbled.mp4" in paths ^ set(rejected)
+    assert not (paths & set(rejected)) and not (paths & set(skipped))
+    assert not (set(rejected) & set(skipped))
     if os.geteuid() == 0:  # root reads chmod 000 folders: the video is simply stored
         assert "c/locked/hidden.mp4" in paths
     else:
         assert "unreadable directory" in rejected["c/locked"]
     assert result.stored == len(store) and result.rejected == len(store.rejected)
+    assert result.skipped == len(store.skipped) == 2
+    assert result.skipped_by_reason == {"no video stream": 1, "not a media file": 1}
+    assert "skipped 2" in result.summary_line() and "too short 1" in result.summary_line()
     assert result.without_audio == sum(not r.has_audio for r in store.records) >= 3
     assert store.get("a/no audio").has_audio is False
     rec = store.get("b/rotated")
