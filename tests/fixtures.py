@@ -164,6 +164,198 @@ def write_flash_video(
 
 
 # ------------------------------------------------------------------------------------------------
+# Real-world codecs, containers and quirks (all written with PyAV's own encoders and muxers)
+# ------------------------------------------------------------------------------------------------
+
+# A Theora/Vorbis .ogv (PyAV's FFmpeg build has a Theora decoder but no encoder): 0.5 s of motion
+# at 10 fps, then 16 empty "frame unchanged" packets, as libtheora writes for a still scene.
+# Made once with FFmpeg 5.1 + libtheora: ffmpeg -f lavfi -i testsrc=size=64x48:rate=10:duration=0.5
+# -f lavfi -i sine=frequency=440:sample_rate=22050:duration=3 -vf tpad=stop_mode=clone:stop=25
+# -c:v libtheora -q:v 4 -g 250 -c:a libvorbis -ac 1 -q:a 0 -fflags +bitexact theora_vorbis.ogv
+THEORA_OGV = Path(__file__).parent / "data" / "media" / "theora_vorbis.ogv"
+
+
+def _encode_audio(encode, ctx, samples: np.ndarray, sample_rate: int, layout: str, t0=0.0):
+    """Feed ``samples`` (S,) float in [-1, 1] to the audio encoder ``ctx`` in frames of its
+    frame size (converted to its sample format and ``layout``); ``encode(frame)`` muxes."""
+    resampler = av.AudioResampler(format=ctx.format.name, layout=layout, rate=sample_rate)
+    src = av.AudioFrame.from_ndarray(
+        np.asarray(samples, np.float32)[None, :], format="flt", layout="mono"
+    )
+    src.sample_rate, src.pts, src.time_base = sample_rate, 0, Fraction(1, sample_rate)
+    fifo = av.AudioFifo()
+    for frame in resampler.resample(src) + resampler.resample(None):
+        frame.pts = None
+        fifo.write(frame)
+    n = ctx.frame_size or 1024
+    start = round(t0 * sample_rate)
+    while (frame := fifo.read(n)) is not None:
+        frame.pts, frame.time_base = start, Fraction(1, sample_rate)
+        start += frame.samples
+        encode(frame)
+    encode(None)
+
+
+def write_av(
+    path: str | Path,
+    fmt: str,
+    vcodec: str | None,
+    acodec: str | None = None,
+    seconds: float = 1.0,
+    size: tuple[int, int] = (48, 64),
+    fps: int = 25,
+    pix_fmt: str = "yuv420p",
+    sample_rate: int = SR,
+    layout: str = "mono",
+    audio_bit_rate: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """A real file in container ``fmt`` with ``vcodec`` video (moving square) and/or ``acodec``
+    audio (a tone) of ``seconds``; size (H, W)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format=fmt) as c:
+        vs = as_ = None
+        if vcodec:
+            vs = c.add_stream(vcodec, rate=fps)
+            vs.height, vs.width, vs.pix_fmt = size[0], size[1], pix_fmt
+        if acodec:
+            as_ = c.add_stream(acodec, rate=sample_rate)
+            as_.layout = layout
+            if audio_bit_rate:
+                as_.bit_rate = audio_bit_rate
+        if vs is not None:
+            for i, frame in enumerate(moving_frames(round(seconds * fps), *size, seed=seed)):
+                vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                vf.pts = i
+                for p in vs.encode(vf):
+                    c.mux(p)
+            for p in vs.encode():
+                c.mux(p)
+        if as_ is not None:
+            mux = lambda f: c.mux(as_.encode(f))  # noqa: E731
+            _encode_audio(mux, as_.codec_context, tone(seconds, sample_rate), sample_rate, layout)
+    return path
+
+
+def write_audio_format_switch(path: str | Path, seconds: float = 2.0) -> Path:
+    """MPEG-TS (mpeg2video + MP2) whose audio switches halfway from mono 48 kHz to stereo
+    44.1 kHz, as broadcast captures do; the second half's tone is 880 Hz, the first's 440 Hz."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    half = seconds / 2
+    with av.open(str(path), "w", format="mpegts") as c:
+        vs = c.add_stream("mpeg2video", rate=FPS)
+        vs.height, vs.width, vs.pix_fmt = 48, 64, "yuv420p"
+        a = c.add_stream("mp2", rate=48000)
+        a.layout = "mono"
+        for i, frame in enumerate(moving_frames(round(seconds * FPS))):
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts = i
+            for p in vs.encode(vf):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        _encode_audio(
+            lambda f: c.mux(a.encode(f)), a.codec_context, tone(half, 48000), 48000, "mono"
+        )
+        # a second encoder's packets, muxed into the same stream from ``half`` seconds on
+        second = av.CodecContext.create("mp2", "w")
+        second.sample_rate, second.layout, second.format = 44100, "stereo", "s16"
+        second.time_base = Fraction(1, 44100)
+        second.open()
+
+        def mux_second(frame):
+            for p in second.encode(frame):
+                p.stream = a
+                p.pts = p.dts = round(float(p.pts * Fraction(1, 44100)) / a.time_base)
+                p.time_base = a.time_base
+                c.mux(p)
+
+        _encode_audio(mux_second, second, tone(half, 44100, freq=880.0), 44100, "stereo", half)
+    return path
+
+
+def write_empty_packets_nut(path: str | Path, moving: float = 0.4, still: float = 0.6) -> Path:
+    """``moving`` s of video then empty packets (the "frame unchanged" of Theora and AVI
+    capture tools) for ``still`` s, in NUT: FFmpeg's muxers for Ogg/AVI/Matroska drop empty
+    packets written through PyAV, NUT keeps them."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="nut") as c:
+        vs = c.add_stream("mpeg4", rate=FPS)
+        vs.height, vs.width, vs.pix_fmt = 48, 64, "yuv420p"
+        n = round(moving * FPS)
+        for i, frame in enumerate(moving_frames(n)):
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts = i
+            for p in vs.encode(vf):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        for i in range(n, n + round(still * FPS)):
+            empty = av.Packet(b"")
+            empty.stream, empty.time_base = vs, Fraction(1, FPS)
+            empty.pts = empty.dts = i
+            empty.duration = 1
+            c.mux(empty)
+    return path
+
+
+def write_cover_art_audio(path: str | Path, fmt: str, acodec: str, seconds: float = 1.0) -> Path:
+    """An audio file with an attached picture (album art): a one-frame MJPEG "video" stream."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format=fmt) as c:
+        a = c.add_stream(acodec, rate=SR)
+        a.layout = "mono"
+        v = c.add_stream("mjpeg", rate=1)
+        v.width, v.height, v.pix_fmt = 32, 32, "yuvj420p"
+        v.disposition = av.stream.Disposition.attached_pic
+        picture = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 200, np.uint8), format="rgb24")
+        picture.pts = 0
+        for p in v.encode(picture.reformat(format="yuvj420p")):
+            c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+        _encode_audio(lambda f: c.mux(a.encode(f)), a.codec_context, tone(seconds), SR, "mono")
+    return path
+
+
+def write_concatenated_mpg(path: str | Path, seconds=(1.0, 1.0)) -> Path:
+    """MPEG-PS files joined byte by byte (``cat a.mpg b.mpg``, DVD .vob cells): the timestamps
+    restart at each joint."""
+    path = Path(path)
+    parts = [
+        write_av(
+            path.with_name(f"{path.stem}.part{k}.mpg"),
+            "mpeg",
+            "mpeg1video",
+            "mp2",
+            seconds=s,
+            sample_rate=44100,
+            seed=k,
+        )
+        for k, s in enumerate(seconds)
+    ]
+    path.write_bytes(b"".join(p.read_bytes() for p in parts))
+    for p in parts:
+        p.unlink()
+    return path
+
+
+def write_garbled(path: str | Path, writer, seed: int = 0, span=(0.4, 0.55)) -> Path:
+    """A real file written by ``writer(path)`` with bytes ``span`` (fractions) overwritten by
+    random bytes: damaged packets in the middle, intact ones around them."""
+    path = Path(writer(path))
+    data = bytearray(path.read_bytes())
+    a, b = int(len(data) * span[0]), int(len(data) * span[1])
+    data[a:b] = np.random.default_rng(seed).integers(0, 256, b - a, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
 # Bad inputs
 # ------------------------------------------------------------------------------------------------
 

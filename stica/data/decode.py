@@ -272,6 +272,7 @@ class _AudioTrack:
         self.errors = 0
         self.chunks: list[tuple[float | None, np.ndarray]] = []  # (stream time or None, samples)
         self.total = 0
+        self.missing = 0  # samples of silence put where timestamps showed lost audio
 
     def _add(self, t, frames) -> None:
         for out in frames:
@@ -311,10 +312,12 @@ class _AudioTrack:
     def place(self, t0: float, n_samples: int) -> np.ndarray | None:
         """The audio on the video clock: sample 0 is at stream time ``t0``.
 
-        Chunks follow one another; where their timestamps say samples are missing (damaged
-        packets) or repeated by more than ``AUDIO_RESYNC`` the position follows the timestamps,
-        and a jump past the discontinuity limits re-anchors the clock instead (the video's
-        discontinuities are bridged the same way, so both stay together).
+        Chunks follow one another. A timestamp is trusted only when it moves forward: where it
+        says samples are missing (damaged or lost packets) by more than ``AUDIO_RESYNC``, the
+        gap becomes silence so the rest stays in sync (``self.missing`` counts it); a jump past
+        ``MAX_FORWARD_GAP`` or back by more than ``MAX_BACKWARD_STEP`` is a discontinuity (the
+        video's are bridged the same way) and re-anchors the clock; repeated or slightly earlier
+        timestamps (some muxers stamp every packet 0) are ignored.
 
         Shape:
             returns (n_samples,) int16, or None when the file has no decodable audio.
@@ -326,14 +329,21 @@ class _AudioTrack:
         first_time = next((t for t, _ in self.chunks if t is not None), t0)
         pos = round((first_time - t0) * sr)  # > 0: audio starts after the first frame
         anchor = 0  # samples added to timestamp positions after a discontinuity
+        last_t = None
+        self.missing = 0
         for t, chunk in self.chunks:
-            if t is not None:
-                expected = round((t - t0) * sr) + anchor
-                drift = expected - pos
-                if drift > MAX_FORWARD_GAP * sr or drift < -MAX_BACKWARD_STEP * sr:
+            if t is not None and last_t is not None and t <= last_t:
+                if t < last_t - MAX_BACKWARD_STEP:  # timestamps restart: keep going on
+                    anchor += pos - (round((t - t0) * sr) + anchor)
+                    last_t = t
+            elif t is not None:
+                drift = round((t - t0) * sr) + anchor - pos
+                if drift > MAX_FORWARD_GAP * sr:
                     anchor -= drift
-                elif abs(drift) > AUDIO_RESYNC * sr:
-                    pos = expected
+                elif drift > AUDIO_RESYNC * sr and last_t is not None:
+                    self.missing += drift
+                    pos += drift
+                last_t = t
             lo, hi = max(pos, 0), min(pos + chunk.size, n_samples)
             if hi > lo:
                 out[lo:hi] = chunk[lo - pos : hi - pos]
@@ -468,6 +478,11 @@ def _notes(packets, errors, flagged, stopped_at, untimed, resampler, audio) -> l
         notes.append(f"no timestamps on {untimed} frames (times from the frame rate)")
     if resampler.discontinuities:
         notes.append(f"{resampler.discontinuities} timestamp discontinuities bridged")
+    if audio is not None and audio.missing:
+        notes.append(
+            f"damaged: {audio.missing / audio.sample_rate:.2f} s of audio missing"
+            " (silence where the timestamps show lost packets)"
+        )
     if audio is not None and (note := audio.note()):
         notes.append(note)
     return notes
