@@ -7,6 +7,7 @@ tiny so that a test folder of a few dozen files is written in about a second.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import wave
 from fractions import Fraction
@@ -500,3 +501,26 @@ def make_dcase2014(root: str | Path, classes=("bus", "park"), per_class=2) -> Pa
         for i in range(per_class):
             write_wav(root / cls / f"{cls}{i:02d}.wav", seed=c_idx * 5 + i)
     return root
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading stores back
+# ------------------------------------------------------------------------------------------------
+
+
+def store_content(root: str | Path) -> dict:
+    """What must be identical between two builds of a store: the lists, meta.json and every
+    shard, as bytes and dataset by dataset (timing.json and logs excluded)."""
+    import h5py
+
+    root = Path(root)
+    out = {name: (root / name).read_bytes() for name in ("manifest.jsonl", "rejected.jsonl")}
+    if (root / "skipped.jsonl").is_file():
+        out["skipped.jsonl"] = (root / "skipped.jsonl").read_bytes()
+    out["meta"] = json.loads((root / "meta.json").read_text())
+    for shard in sorted(root.glob("shard-*.h5")):
+        out[shard.name] = shard.read_bytes()  # deterministic HDF5: byte-identical shards
+        with h5py.File(shard) as f:
+            for key in f:
+                out[f"{shard.name}/{key}"] = f[key][()].tobytes()
+    return out

@@ -140,17 +140,6 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert code == 2 and "preprocess.fps" in err and "Traceback" not in err
 
 
-def _store_content(root: Path) -> dict:
-    out = {name: (root / name).read_bytes() for name in ("manifest.jsonl", "rejected.jsonl")}
-    out["meta"] = json.loads((root / "meta.json").read_text())
-    for shard in sorted(root.glob("shard-*.h5")):
-        out[shard.name] = shard.read_bytes()  # deterministic HDF5: byte-identical shards
-        with h5py.File(shard) as f:
-            for key in f:
-                out[f"{shard.name}/{key}"] = f[key][()].tobytes()
-    return out
-
-
 @pytest.mark.slow
 def test_kill_and_rerun_gives_the_same_store(tmp_path):
     src = tmp_path / "in"
@@ -194,7 +183,7 @@ def test_kill_and_rerun_gives_the_same_store(tmp_path):
     subprocess.run([*args, "--out", str(clean)], env=env, check=True, capture_output=True)
     timing = json.loads((killed / "timing.json").read_text())
     assert timing["shards_kept"] >= 3  # the rerun resumed instead of starting over
-    assert _store_content(killed) == _store_content(clean)
+    assert fx.store_content(killed) == fx.store_content(clean)
     assert len(Store(killed)) == 30 and len(list(killed.glob("*.tmp"))) == 0
 
 
