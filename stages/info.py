@@ -27,6 +27,16 @@ def _store_summary(path: Path) -> dict[str, Any]:
     return Store(path).summary()
 
 
+def _is_partial_store(path: Path) -> bool:
+    return path.is_dir() and any(path.glob("part-*-of-*.json"))
+
+
+def _partial_store_summary(path: Path) -> dict[str, Any]:
+    from stica.data.preprocess import partial_store_summary
+
+    return partial_store_summary(path)
+
+
 def _is_features(path: Path) -> bool:
     if not path.is_file():
         return False
@@ -90,6 +100,7 @@ def _checkpoint_summary(path: Path) -> dict[str, Any]:
 
 SUMMARISERS: list[tuple[Callable[[Path], bool], Callable[[Path], dict[str, Any]]]] = [
     (_is_store, _store_summary),
+    (_is_partial_store, _partial_store_summary),
     (_is_features, _features_summary),
     (_is_checkpoint, _checkpoint_summary),
 ]

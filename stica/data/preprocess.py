@@ -501,6 +501,24 @@ def _read_part(path: Path) -> dict[str, Any]:
     return marker
 
 
+def partial_store_summary(folder: str | Path) -> dict[str, Any]:
+    """What ``stica info`` says about a folder of cluster slices not merged yet."""
+    folder = Path(folder)
+    markers = [_read_part(p) for p in sorted(folder.glob("part-*-of-*.json"))]
+    count = markers[0]["num_shards"]
+    done = {m["shard_index"] for m in markers if m["num_shards"] == count}
+    return {
+        "kind": "partial store (cluster slices, not merged)",
+        "path": str(folder),
+        "parts_done": len(done),
+        "parts": count,
+        "missing_parts": sorted(set(range(count)) - done),
+        "shards_done": sum(len(m["shards"]) for m in markers),
+        "shards": len(markers[0]["all_shards"]),
+        "next": f"stica merge-stores {folder} --out {folder}",
+    }
+
+
 def _place_shard(src: Path, dst: Path) -> None:
     """Put a finished shard at ``dst``: a hard link where the filesystem allows, else a copy
     (temp name, fsync, rename, as every shard write)."""

@@ -4,6 +4,7 @@ scontrol) that set the variables SLURM sets."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -80,13 +81,17 @@ def test_one_folder_per_slice_merge_into_a_new_store(inputs, tmp_path):
     assert (again.shards_built, again.shards_kept) == (0, 2)
 
 
-def test_merge_refuses_incomplete_or_mixed_runs(inputs, tmp_path):
+def test_merge_refuses_incomplete_or_mixed_runs(inputs, tmp_path, capsys):
     root, _ = inputs
     shared = tmp_path / "s"
     for i in (0, 2):
         preprocess(root, shared, _cfg(workers=0), False, num_shards=3, shard_index=i)
     with pytest.raises(SticaError, match=r"1 of 3 parts not finished \(shard index 1\)"):
         merge_stores([shared], shared)
+    with pytest.raises(SystemExit):
+        main(["info", str(shared), "--json"])
+    info = json.loads(capsys.readouterr().out)
+    assert (info["parts_done"], info["parts"], info["missing_parts"]) == (2, 3, [1])
     other = tmp_path / "other"
     preprocess(root, other, _cfg(workers=0, fps=5.0), False, num_shards=3, shard_index=1)
     with pytest.raises(SticaError, match="belongs to another run"):

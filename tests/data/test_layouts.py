@@ -100,3 +100,48 @@ def test_symlink_loops_are_reported_not_followed_forever(tmp_path):
     reasons = dict(problems)
     assert reasons["jump/loop.mp4"] == "symlink loop"
     assert "symlink loop" in reasons["jump/again"]
+
+
+def test_every_file_is_an_item_unplaced_sidecar_or_skipped(tmp_path):
+    fx.make_ucf101(tmp_path)
+    (tmp_path / "ucfTrainTestlist" / "README").write_text("split notes\n")
+    (tmp_path / "UCF-101" / "Basketball" / ".DS_Store").write_bytes(b"\0")
+    fx.write_video(tmp_path / "UCF-101" / "Unknown" / "v.rm")  # no such class in classInd.txt
+    d = discover(tmp_path)
+    assert d.sidecars == [
+        "ucfTrainTestlist/classInd.txt",
+        "ucfTrainTestlist/testlist01.txt",
+        "ucfTrainTestlist/testlist02.txt",
+        "ucfTrainTestlist/trainlist01.txt",
+        "ucfTrainTestlist/trainlist02.txt",
+    ]
+    assert dict(d.unplaced) == {
+        "ucfTrainTestlist/README": "not inside the video folder",
+        "UCF-101/Unknown/v.rm": "not inside a known class folder",
+    }
+    assert d.skipped == [("UCF-101/Basketball/.DS_Store", "hidden file")]
+    assert len(d.items) == 4 and not d.problems
+
+
+def test_kinetics_prefers_the_video_over_its_thumbnail(tmp_path):
+    fx.make_kinetics(tmp_path)
+    thumb = tmp_path / "train" / "abseiling" / "aaaaaaaaaaa_000010_000020.jpg"
+    thumb.write_bytes(b"\xff\xd8\xff")  # sorts before the .mp4 of the same name
+    fx.write_video(tmp_path / "unlisted.webm")
+    d = discover(tmp_path)
+    assert "train/abseiling/aaaaaaaaaaa_000010_000020.mp4" in {it.path for it in d.items}
+    assert dict(d.unplaced) == {
+        "train/abseiling/aaaaaaaaaaa_000010_000020.jpg": "not listed in the CSV files",
+        "unlisted.webm": "not listed in the CSV files",
+    }
+    assert d.sidecars == ["train.csv", "validate.csv"]
+
+
+def test_a_store_inside_its_input_is_not_input(tmp_path):
+    fx.make_generic(tmp_path, per_class=1)
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "shard-00000.h5").write_bytes(b"\x89HDF")
+    (tmp_path / "classes.json").write_text("{}")  # stica synth's description: a sidecar
+    d = discover(tmp_path, exclude=(tmp_path / "store",))
+    assert [it.path for it in d.items] == ["jump/jump_0.mp4", "run/run_0.mp4"]
+    assert d.sidecars == ["classes.json"] and not d.unplaced

@@ -203,3 +203,13 @@ def test_timeout_guard_rejects_a_slow_input(tmp_path):
     result = preprocess(tmp_path / "in", tmp_path / "s", _cfg(timeout=1e-4), progress=False)
     store = Store(tmp_path / "s")
     assert result.stored == 0 and "timed out" in dict(store.rejected)["a/v.mp4"]
+
+
+def test_store_inside_its_input_folder_is_left_out(tmp_path):
+    fx.make_generic(tmp_path, per_class=2)
+    first = preprocess(tmp_path, tmp_path / "store", _cfg(), progress=False)
+    again = preprocess(tmp_path, tmp_path / "store", _cfg(), progress=False)
+    store = Store(tmp_path / "store")
+    assert len(store) == 4 and not store.rejected and not store.skipped
+    assert store.meta.classes == ("jump", "run")
+    assert (first.shards_built, again.shards_built, again.shards_kept) == (1, 0, 1)
