@@ -53,6 +53,11 @@ class DecodeError(Exception):
         self.skipped = skipped
 
 
+class _StillImage(DecodeError):
+    def __init__(self):
+        super().__init__("still image (a single frame, not a video)", skipped=True)
+
+
 @dataclass
 class Decoded:
     """What :func:`decode_media` keeps of one file.
@@ -110,13 +115,30 @@ def decode_media(
         S == round(num_frames / fps * sample_rate) for videos.
     """
     path = Path(path)
-    with _open(path) as container:
-        vstream, astream = _streams(container, audio_only)
-        if audio_only:
-            return _decode_audio_only(container, astream, sample_rate, max_duration)
-        return _decode_video(
-            container, vstream, astream, fps, short_side, sample_rate, max_duration, frame_sink
-        )
+    container = _open(path)
+    attempt = 0  # a video stream that turns out to hold one picture: try the next one
+    while True:
+        with container:
+            vstream, astream = _streams(container, audio_only, attempt)
+            if audio_only:
+                return _decode_audio_only(container, astream, sample_rate, max_duration)
+            more = attempt + 1 < len(probe.video_candidates(container))
+            try:
+                return _decode_video(
+                    container,
+                    vstream,
+                    astream,
+                    fps,
+                    short_side,
+                    sample_rate,
+                    max_duration,
+                    frame_sink,
+                )
+            except _StillImage:
+                if not more:
+                    raise
+        attempt += 1
+        container = _open(path)
 
 
 def probe_input(path: str | Path, audio_only: bool = False) -> None:
@@ -150,17 +172,19 @@ def _open(path: Path):
         raise DecodeError("not a media file", skipped=True) from None
 
 
-def _streams(container, audio_only: bool):
-    """(video stream, audio stream) to decode; raises a skipped :class:`DecodeError` for
-    inputs that are not videos (or not audio, for audio-only layouts)."""
+def _streams(container, audio_only: bool, attempt: int = 0):
+    """(video stream, audio stream) to decode (the ``attempt``-th video candidate); raises a
+    skipped :class:`DecodeError` for inputs that are not videos (or not audio, for audio-only
+    layouts)."""
     astream = next(iter(container.streams.audio), None)
     if audio_only:
         if astream is None:
             raise DecodeError(probe.no_audio_reason(container), skipped=True)
         return None, astream
-    vstream = probe.pick_video_stream(container)
-    if vstream is None:
+    candidates = probe.video_candidates(container)
+    if not candidates:
         raise DecodeError(probe.no_video_reason(container), skipped=True)
+    vstream = candidates[attempt]
     if probe.is_text_art(vstream):
         raise DecodeError("not a media file (text that FFmpeg renders as video)", skipped=True)
     return vstream, astream
@@ -448,7 +472,7 @@ def _decode_video(container, vstream, astream, fps, short_side, sample_rate, max
         detail = f": {_one_line(last_error)}" if last_error is not None else ""
         raise DecodeError(f"no decodable video frames{detail}")
     if n_video == 1 and packets["video"] == 1 and not errors["video"]:
-        raise DecodeError("still image (a single frame, not a video)", skipped=True)
+        raise _StillImage()
     if want_video:
         resampler.finish(frame_duration)
     decoded = Decoded(frames=resampler.outputs, size=tuple(resampler.size))

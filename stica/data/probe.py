@@ -71,9 +71,22 @@ def is_cover_art(stream) -> bool:
     return bool(disposition & flags.attached_pic) or bool(disposition & flags.timed_thumbnails)
 
 
-def pick_video_stream(container):
-    """The first video stream that is real video, or None."""
-    return next((s for s in container.streams.video if not is_cover_art(s)), None)
+def video_candidates(container) -> list:
+    """The video streams that may be real video, FFmpeg's pick (``av_find_best_stream``) first.
+
+    Cover art flagged as such is left out; cover art that lost the flag (Matroska keeps it as
+    a plain one-frame MJPEG stream, sometimes before the real video) stays a candidate and is
+    recognised when it decodes to a single picture.
+    """
+    streams = [s for s in container.streams.video if not is_cover_art(s)]
+    if len(streams) > 1:
+        try:
+            best = container.streams.best("video")
+        except (ValueError, av.FFmpegError):
+            best = None
+        if best is not None:
+            streams.sort(key=lambda s: s.index != best.index)  # stable: the rest keep their order
+    return streams
 
 
 def no_video_reason(container) -> str:

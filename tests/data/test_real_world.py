@@ -69,6 +69,25 @@ def _mka_single_picture(p: Path):
         fx._encode_audio(lambda f: c.mux(a.encode(f)), a.codec_context, fx.tone(1.0), fx.SR, "mono")
 
 
+def _thumbnail_first_mkv(p: Path):
+    # a one-picture MJPEG stream (a thumbnail, no attached-picture flag in Matroska) before
+    # the real H.264 video
+    with av.open(str(p), "w", format="matroska") as c:
+        thumb = c.add_stream("mjpeg", rate=1)
+        thumb.width, thumb.height, thumb.pix_fmt = 32, 32, "yuvj420p"
+        video = c.add_stream("libx264", rate=25)
+        video.height, video.width, video.pix_fmt = 48, 64, "yuv420p"
+        picture = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 200, np.uint8), format="rgb24")
+        picture = picture.reformat(format="yuvj420p")
+        picture.pts = 0
+        c.mux(thumb.encode(picture) + thumb.encode())
+        for i, frame in enumerate(fx.moving_frames(25)):
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts = i
+            c.mux(video.encode(vf))
+        c.mux(video.encode())
+
+
 def _garbled(fmt, vcodec, acodec, **kw):
     return lambda p: fx.write_garbled(p, lambda q: fx.write_av(q, fmt, vcodec, acodec, **kw))
 
@@ -164,6 +183,7 @@ CASES = {
     ),
     "quirks/rotated.mp4": (lambda p: fx.write_rotated_mp4(p, 90), _stored(0.5, audio=False)),
     "quirks/empty packets.nut": (fx.write_empty_packets_nut, _stored(1.0, audio=False)),
+    "quirks/thumbnail stream first.mkv": (_thumbnail_first_mkv, _stored(1.0, audio=False)),
     "quirks/a folder named x.mp4/inside.mp4": (
         lambda p: fx.write_video(p, seconds=1.0, seed=4),
         _stored(1.0),
