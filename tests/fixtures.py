@@ -1,7 +1,9 @@
 """Helpers that write tiny real media files and dataset layouts for tests (importable module).
 
-Everything is real: H.264/AAC mp4 written with PyAV, PCM wav written with :mod:`wave`. Sizes are
-tiny so that a test folder of a few dozen files is written in about a second.
+Everything is real: H.264/AAC mp4 and every other codec/container of ``write_av`` written with
+PyAV's own encoders and muxers, PCM wav written with :mod:`wave`; the one exception is a 12 kB
+Theora .ogv (``THEORA_OGV``), which PyAV can decode but not encode. Sizes are tiny so that a test
+folder of a few dozen files is written in about a second.
 """
 
 from __future__ import annotations
@@ -342,6 +344,15 @@ def write_concatenated_mpg(path: str | Path, seconds=(1.0, 1.0)) -> Path:
     path.write_bytes(b"".join(p.read_bytes() for p in parts))
     for p in parts:
         p.unlink()
+    return path
+
+
+def write_cut(path: str | Path, writer, keep: float = 0.6) -> Path:
+    """A real file written by ``writer(path)`` cut to ``keep`` of its bytes (an interrupted
+    download of a format whose header comes first: the first part still plays)."""
+    path = Path(writer(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
     return path
 
 

@@ -464,7 +464,7 @@ def _decode_video(container, vstream, astream, fps, short_side, sample_rate, max
         if n_video == 0:
             raise DecodeError(f"cannot decode: {_one_line(e)}") from None
         # a damaged tail: keep what decoded cleanly
-        stopped_at = last_raw
+        stopped_at = max(0.0, last_raw + resampler.shift - (resampler.t0 or 0.0))
         last_error = e
     if audio is not None:
         audio.flush()
@@ -482,7 +482,24 @@ def _decode_video(container, vstream, astream, fps, short_side, sample_rate, max
     decoded.has_audio = placed is not None
     decoded.audio = placed if placed is not None else np.zeros(0, np.int16)
     decoded.notes = _notes(packets, errors, flagged, stopped_at, untimed, resampler, audio)
+    claimed = _claimed_duration(container, vstream)
+    if (
+        max_duration <= 0
+        and stopped_at is None
+        and claimed - decoded.duration > max(0.5, claimed / 4)
+    ):
+        decoded.notes.append(
+            f"damaged: ends at {decoded.duration:.2f} s, the header says {claimed:.2f} s (cut short?)"
+        )
     return decoded
+
+
+def _claimed_duration(container, vstream) -> float:
+    """The video's length by the file's header (0 when it does not say); only compared with
+    what decoded, never used as the length."""
+    if vstream.duration is not None and vstream.time_base is not None:
+        return float(vstream.duration * vstream.time_base)
+    return container.duration / 1e6 if container.duration else 0.0
 
 
 def _notes(packets, errors, flagged, stopped_at, untimed, resampler, audio) -> list[str]:

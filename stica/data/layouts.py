@@ -16,7 +16,7 @@ Supported (``layout: auto`` detects them in this order):
   split folders a stable hash of the relative path puts ``test_fraction`` of the videos in test.
 
 Every regular file under the root is accounted for: the layout's own annotation files
-(``sidecars``: split lists, CSVs, ``classes.json``) are read and not listed; files the layout
+(``sidecars``: split lists, CSVs, the demo's ``classes.json``) are read and not listed; files the layout
 places become ``items`` (decoded, then stored or rejected by content); files it cannot place
 (a video beside the class folders, a file no CSV row names) are ``unplaced`` with the layout's
 reason, and preprocessing probes them: a real video is rejected with that reason, anything else
@@ -57,8 +57,9 @@ VIDEO_EXTS = frozenset(
     ]
 )
 AUDIO_EXTS = frozenset([".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus"])
-# The demo set's description (written by ``stica synth`` beside its class folders).
-SYNTH_SIDECAR = "classes.json"
+# What ``stica synth`` writes beside the demo set's class folders (stica.data.synth's
+# CLASSES_FILE and LOG_FILE; not imported: that module pulls in the whole generator).
+SYNTH_SIDECARS = ("classes.json", "synth.log")
 LAYOUTS = ("generic", "ucf101", "hmdb51", "kinetics", "esc50", "dcase2014")
 KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
 
@@ -273,7 +274,7 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def _class_folders(root: Path, walk: _Walk, layout: str, test_fraction: float) -> Discovery:
-    sidecars = [SYNTH_SIDECAR] if SYNTH_SIDECAR in walk.files else []
+    sidecars = [name for name in SYNTH_SIDECARS if name in walk.files]
     split_dirs = [s for s in ("train", "test") if (root / s).is_dir()]
     entries, unplaced = [], []  # entries: (rel path, class name, split)
     for rel in walk.files:

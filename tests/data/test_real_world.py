@@ -160,6 +160,7 @@ CASES = {
         _stored(1.0),
     ),
     "codecs/mpeg4.m4v": (lambda p: fx.write_av(p, "mp4", "mpeg4", "aac"), _stored(1.0)),
+    "codecs/hevc.mkv": (lambda p: fx.write_av(p, "matroska", "libx265", "flac"), _stored(1.0)),
     # --- what real files do ---------------------------------------------------------------------
     "quirks/raw elementary.m1v": (  # the container says 0.0002 s: count decoded frames
         lambda p: fx.write_av(p, "mpeg1video", "mpeg1video", seconds=2.0),
@@ -202,6 +203,12 @@ CASES = {
     "damaged/middle.avi": (  # the MS-MPEG4 decoder conceals it: nothing to report, all kept
         _garbled("avi", "msmpeg4", "libmp3lame", sample_rate=22050),
         _stored(1.1),
+    ),
+    "damaged/cut short.mkv": (  # 2 s written, 60% of the bytes kept: the first part plays
+        lambda p: fx.write_cut(
+            p, lambda q: fx.write_av(q, "matroska", "libx264", "aac", seconds=2.0)
+        ),
+        _stored(1.2, note="damaged: ends at", tolerance=0.25),
     ),
     "damaged/truncated.mp4": (fx.write_truncated, _rejected("cannot open")),
     "damaged/zero bytes.avi": (fx.write_zero_byte, _rejected("empty file")),
