@@ -148,9 +148,10 @@ exit $rc
 """
 
 SCONTROL = """#!/bin/bash
-# scontrol show hostnames LIST: every node of the job is this machine
+# scontrol show hostnames LIST: every node of the job is this machine. One line at a time, so a
+# reader that stops early (`| head -n 1` under pipefail) fails here as it can on a cluster.
 [[ "$1 $2" == "show hostnames" ]] || exit 1
-for ((i = 0; i < ${SLURM_NNODES:-1}; i++)); do echo 127.0.0.1; done
+for ((i = 0; i < ${SLURM_NNODES:-1}; i++)); do echo 127.0.0.1; sleep 0.2; done
 """
 
 SBATCH = '''#!{python}
