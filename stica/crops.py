@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from stica.config import FeatureCropConfig
+from stica.determinism import take_rows
 
 # (group name, scale, spatial?)
 GROUPS = (
@@ -97,7 +98,7 @@ def sample_crops(
 
 
 def gather_crops(fmap: torch.Tensor, group: CropGroup) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cut all K crops of every sample out of ``fmap`` in one indexing op (no Python loop).
+    """Cut all K crops of every sample out of ``fmap`` in one gather (no Python loop).
 
     Shape:
         fmap (B, D, T1, H1, W1) -> crops (K * B, D, t, h, w), time_offset (K * B,) long;
@@ -112,9 +113,12 @@ def gather_crops(fmap: torch.Tensor, group: CropGroup) -> tuple[torch.Tensor, to
     yi = y0 + torch.arange(h, device=dev).view(1, 1, 1, h, 1)  # (K, B, 1, h, 1)
     xi = x0 + torch.arange(w, device=dev).view(1, 1, 1, 1, w)  # (K, B, 1, 1, w)
     bi = torch.arange(b, device=dev).view(1, b, 1, 1, 1)  # (1, B, 1, 1, 1)
-    channels_last = fmap.permute(0, 2, 3, 4, 1)  # (B, T1, H1, W1, D)
-    crops = channels_last[bi, ti, yi, xi]  # (K, B, t, h, w, D)
-    crops = crops.reshape(k * b, t, h, w, -1).permute(0, 4, 1, 2, 3)  # (K*B, D, t, h, w)
+    _, d, t1, h1, w1 = fmap.shape
+    rows = ((bi * t1 + ti) * h1 + yi) * w1 + xi  # (K, B, t, h, w): row of the flattened map
+    positions = fmap.permute(0, 2, 3, 4, 1).reshape(-1, d)  # (B*T1*H1*W1, D)
+    # not positions[rows]: the backward of advanced indexing is order-nondeterministic on CPU
+    crops = take_rows(positions, rows)  # (K, B, t, h, w, D)
+    crops = crops.reshape(k * b, t, h, w, d).permute(0, 4, 1, 2, 3)  # (K*B, D, t, h, w)
     return crops, off[..., 0].reshape(k * b)
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stica.determinism import take_rows
 from stica.errors import SticaError
 
 POSITION_INIT_STD = 0.02  # ViT/BERT-style; non-zero so that token order matters from step 0
@@ -176,7 +177,8 @@ class TransformerPool(nn.Module):
         if time_offset is None:
             pos = self.position[steps].unsqueeze(0)  # (1, t, D)
         else:
-            pos = self.position[time_offset.to(fmap.device).view(n, 1) + steps]  # (N, t, D)
+            # take_rows, not indexing: N crops share rows, whose gradient must sum in a fixed order
+            pos = take_rows(self.position, time_offset.to(fmap.device).view(n, 1) + steps)
         out = self.encoder(tokens_ + pos.to(tokens_.dtype))  # (N, t, D)
         return out.mean(dim=1)
 
