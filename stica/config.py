@@ -382,6 +382,9 @@ class PretrainConfig:
     stop_grad_keys: bool = True  # paper: true
     max_bad_steps: int = 5  # consecutive non-finite losses before training is aborted
     workers: int = 0  # DataLoader workers per process; 0 (in-process) is fastest on 2 CPU cores
+    # same seed, hardware, thread count and process count -> bit-identical weights: torch's
+    # deterministic algorithms, and on GPU deterministic cuDNN without autotuning (slower)
+    deterministic: bool = True
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     crops: FeatureCropConfig = dataclasses.field(default_factory=FeatureCropConfig)
     audio: AudioConfig = dataclasses.field(default_factory=AudioConfig)
@@ -403,6 +406,7 @@ class PretrainConfig:
         _check(self.temperature_vv > 0, "pretrain.temperature_vv", "must be > 0")
         _check(self.max_bad_steps >= 1, "pretrain.max_bad_steps", "must be >= 1")
         _check(self.workers >= 0, "pretrain.workers", "must be >= 0")
+        _check(isinstance(self.deterministic, bool), "pretrain.deterministic", "must be true/false")
         if self.mode == "feature_crops" and self.vv_pairs == "official":
             self._check_official_pairs()
 

@@ -6,8 +6,11 @@ on the log-mel of the same time span, and the loss is ``λ_vv·L_vv + λ_va·L_v
 selected ablation mode.
 
 Resuming is exact: every random draw of step ``s`` comes from generators seeded by ``(seed, s, rank)``
-and every clip from ``(seed, epoch, index)``, so model, optimizer, scheduler, epoch and step are all
-the state there is (the global RNG states are saved and restored as well).
+(the explicit one of the augmentations and crops, and torch's global ones for dropout) and every
+clip from ``(seed, epoch, index)``, so model, optimizer, scheduler, epoch and step are all the state
+there is. With ``deterministic`` (:mod:`stica.determinism`) the arithmetic is repeatable too, so a
+run resumed from its last checkpoint, after SIGTERM or SIGKILL, ends with the same weights as an
+uninterrupted one on the same machine and thread count.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from stica import dist
+from stica import determinism, dist
 from stica.config import PretrainConfig, to_dict
 from stica.data.audio import LogMel, volume_jitter
 from stica.data.augment import VideoAugment
@@ -185,6 +188,18 @@ def pretrain(
 
     ``max_steps`` stops early (after checkpointing) — used by tests and quick trials.
     """
+    with determinism.deterministic_mode(config.deterministic):
+        return _pretrain(config, store_dir, out, log_csv, resume, max_steps)
+
+
+def _pretrain(
+    config: PretrainConfig,
+    store_dir: str | Path,
+    out: str | Path,
+    log_csv: str | Path | None,
+    resume: bool,
+    max_steps: int | None,
+) -> dict[str, Any]:
     out = Path(out)
     dist.init_distributed()
     rank, world = dist.rank(), dist.world_size()
@@ -235,6 +250,7 @@ def pretrain(
     )
     state = TrainState()
     manifest_hash = store.manifest_hash()
+    reproducibility = determinism.state(config.deterministic)
     state_file = resume_path(out)
     if resume and state_file.exists():
         ckpt = load_checkpoint(state_file, kind="pretrain")
@@ -245,6 +261,11 @@ def pretrain(
             set_rng_state(ckpt["rng"])
             state = TrainState(epoch=ckpt["epoch"], step=ckpt["step"])
             log.info(f"resuming from {state_file} at epoch {state.epoch}, step {state.step}")
+            if ckpt.get("determinism") != reproducibility:
+                log.warning(
+                    f"{state_file}: written with {ckpt.get('determinism')}, resumed with "
+                    f"{reproducibility}: the weights will differ from an uninterrupted run's"
+                )
         else:
             log.warning(
                 f"{state_file}: params or store changed since it was written; starting over"
@@ -279,6 +300,7 @@ def pretrain(
             "store": str(store.root),
             "fps": store.meta.fps,
             "map_shape": list(map_shape),
+            "determinism": reproducibility,
         }
 
     def checkpoint(final: bool = False) -> None:
@@ -317,6 +339,9 @@ def pretrain(
             for batch in loader:
                 t0 = time.time()
                 gen = torch.Generator().manual_seed(sample_seed(config.seed, state.step, rank))
+                # torch's global generators (dropout) restart every step too: a resumed run
+                # creates one more DataLoader iterator, and each one consumes a global draw
+                torch.manual_seed(sample_seed(config.seed, state.step, -2 - rank) % 2**63)
                 losses = step_fn(batch["frames"], batch["audio"], gen)
                 loss = losses["loss"]
                 finite = torch.isfinite(loss.detach()).float()
@@ -380,6 +405,7 @@ def pretrain(
         "seconds": round(time.time() - started, 1),
         "videos": len(records),
         "world_size": world,
+        "determinism": reproducibility,
         "final": last,
     }
 
