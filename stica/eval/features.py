@@ -28,6 +28,7 @@ from stica.data.audio import LogMel
 from stica.data.augment import EvalTransform
 from stica.data.datasets import UniformClips
 from stica.data.store import Store
+from stica.determinism import deterministic_mode
 from stica.errors import SticaError
 from stica.eval.features_io import write_features
 from stica.logs import get_logger
@@ -44,6 +45,7 @@ def _device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+@deterministic_mode(True)  # forward only: free on CPU; on GPU index_add_ and cuDNN need it
 @torch.no_grad()
 def extract_features(
     store_dir: str | Path,
