@@ -26,7 +26,6 @@ from stica.config import load_section
 from stica.crops import embed_crops, gather_crops, sample_crops
 from stica.data.audio import LogMel, volume_jitter
 from stica.data.augment import VideoAugment
-from stica.losses import stica_loss
 from stica.models.stica import build_model
 
 Piece = Callable[[], dict[str, torch.Tensor]]
@@ -36,6 +35,7 @@ def fwd_bwd(module: nn.Module | None, fn: Callable, *inputs: torch.Tensor) -> Pi
     """A piece: ``fn(*inputs)`` forward, backward with a fixed random upstream gradient."""
 
     def run() -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)  # dropout
         mod = copy.deepcopy(module) if module is not None else None
         xs = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in inputs]
         out = fn(mod, *xs) if mod is not None else fn(*xs)
@@ -96,7 +96,6 @@ def pieces(params: str) -> dict[str, Piece]:
     with torch.no_grad():
         fmap = model.video_map(video)  # (2B, D, T1, H1, W1)
     groups = sample_crops(cfg.crops, fmap.shape, fmap.shape[0], torch.Generator().manual_seed(3))
-    z = torch.randn(7, b, cfg.model.embed_dim, generator=g)
 
     out: dict[str, Piece] = {
         "augment.two_views": lambda: dict(
@@ -110,22 +109,6 @@ def pieces(params: str) -> dict[str, Piece]:
         "video_pool(full map)": fwd_bwd(model.video_pool, lambda m, x: m(x), fmap),
         "video_head": fwd_bwd(model.video_head, lambda m, x: m(x), fmap.mean(dim=(2, 3, 4))),
         "audio_head": fwd_bwd(model.audio_head, lambda m, x: m(x), fmap.mean(dim=(2, 3, 4))),
-        "loss(feature_crops)": fwd_bwd(
-            None,
-            lambda a, v1, v2, zz: stica_loss(
-                "feature_crops",
-                a,
-                v1,
-                v2,
-                crops1={"medium": zz[:2], "small": zz[2:7]},
-                crops2={"medium": zz[:2] * 0.5, "small": zz[2:7] * 2},
-                vv_reduction=cfg.vv_reduction,
-            )["loss"],
-            z[0],
-            z[1],
-            z[2],
-            z,
-        ),
     }
     for grp in groups:
         out[f"gather_crops[{grp.name}]"] = fwd_bwd(
@@ -136,6 +119,7 @@ def pieces(params: str) -> dict[str, Piece]:
             lambda m, x, grp=grp: m(*gather_crops(x, grp)),
             fmap,
         )
+    out[f"loss({cfg.mode})"] = _loss_piece(cfg, model, video, spec)
     out["embed_crops(all groups)"] = fwd_bwd(
         model, lambda m, x: tuple(embed_crops(m.embed_video_map, x, groups).values()), fmap
     )
@@ -172,6 +156,7 @@ def pieces(params: str) -> dict[str, Piece]:
     def whole_step() -> dict[str, torch.Tensor]:
         from stica.train.pretrain import StepComputer
 
+        torch.manual_seed(0)  # dropout
         m = copy.deepcopy(model)
         step = StepComputer(cfg, m, torch.device("cpu"))
         losses = step(frames, audio, torch.Generator().manual_seed(11))
@@ -184,6 +169,56 @@ def pieces(params: str) -> dict[str, Piece]:
 
     out["whole step"] = whole_step
     return out
+
+
+class _FixedOutputs(nn.Module):
+    """Stands in for the model in StepComputer: returns fresh leaves of recorded embeddings, so
+    the loss runs with exactly the training step's arguments and its input gradients are kept."""
+
+    def __init__(self, outputs: dict) -> None:
+        super().__init__()
+        self.outputs, self.leaves = outputs, []
+
+    def _leaf(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.detach().clone().requires_grad_(True)
+        self.leaves.append(y)
+        return y
+
+    def forward(self, **_: object) -> dict:
+        o = self.outputs
+        out = {"video": [self._leaf(v) for v in o["video"]], "audio": self._leaf(o["audio"])}
+        if "crops" in o:
+            out["crops"] = [{k: self._leaf(v) for k, v in c.items()} for c in o["crops"]]
+        return out
+
+
+def _loss_piece(cfg, model: nn.Module, video: torch.Tensor, spec: torch.Tensor) -> Piece:
+    from stica.train.pretrain import StepComputer
+
+    b = video.shape[0] // 2
+    feature_crops = cfg.mode == "feature_crops"
+    with torch.no_grad():
+        recorded = copy.deepcopy(model)(
+            videos=[video[:b], video[b:]],
+            spec=spec,
+            crops=cfg.crops if feature_crops else None,
+            generator=torch.Generator().manual_seed(7),
+            crop_views=2 if feature_crops else None,
+        )
+    frames = torch.zeros(b, cfg.num_frames, 48, 64, 3, dtype=torch.uint8)
+    audio = torch.zeros(b, cfg.audio.sample_rate)
+
+    def run() -> dict[str, torch.Tensor]:
+        fixed = _FixedOutputs(recorded)
+        losses = StepComputer(cfg, fixed, torch.device("cpu"))(
+            frames, audio, torch.Generator().manual_seed(0)
+        )
+        losses["loss"].backward()
+        res = {"loss": losses["loss"].detach()}
+        res.update({f"grad{i}": x.grad for i, x in enumerate(fixed.leaves) if x.grad is not None})
+        return res
+
+    return run
 
 
 def _keep(store: dict[str, torch.Tensor], name: str, x: torch.Tensor) -> None:

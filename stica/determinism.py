@@ -49,28 +49,42 @@ def take_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(table, 0, rows).view(*index.shape, dim)
 
 
-def state(deterministic: bool) -> dict[str, Any]:
-    """What a run's reproducibility depends on, for checkpoints and metrics."""
+def record(deterministic: bool, device: torch.device) -> dict[str, Any]:
+    """What bit-for-bit reproduction depends on beyond params and data, for checkpoints, metrics
+    and the resume check."""
     return {
         "deterministic": bool(deterministic),
         "cpu_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
     }
 
 
+# (getter, setter) of torch.backends.cuda's scaled-dot-product-attention kernels
+_FUSED_ATTENTION = (
+    ("flash_sdp_enabled", "enable_flash_sdp"),
+    ("mem_efficient_sdp_enabled", "enable_mem_efficient_sdp"),
+    ("cudnn_sdp_enabled", "enable_cudnn_sdp"),
+)
+
+
 @contextmanager
-def deterministic_mode(enabled: bool) -> Iterator[None]:
+def deterministic_mode(enabled: bool, device: torch.device | str = "cpu") -> Iterator[None]:
     """torch's deterministic switches while the block runs (``enabled=False`` changes nothing).
 
     ``use_deterministic_algorithms(True, warn_only=True)`` picks the deterministic kernel wherever
     torch has one and only warns where it has none; cuDNN runs its deterministic algorithms and
     does not autotune (autotuning may pick different algorithms run to run); cuBLAS gets a fixed
     workspace (the variable must be set before the first cuBLAS call of the process, which the
-    training entry points do). torch's filling of uninitialised memory stays off: it does not change
-    any result and costs a memset per allocation.
+    entry points using this do). On a CUDA ``device`` attention runs the math kernel: the fused
+    (flash, memory-efficient, cuDNN) backward kernels only warn under ``warn_only`` and stay
+    nondeterministic, and the temporal transformer's few tokens cost nothing either way.
+    torch's filling of uninitialised memory stays off: it changes no result and costs a memset
+    per allocation.
     """
     if not enabled:
         yield
         return
+    cuda = torch.device(device).type == "cuda"
     saved = (
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
@@ -78,19 +92,25 @@ def deterministic_mode(enabled: bool) -> Iterator[None]:
         torch.backends.cudnn.benchmark,
         torch.utils.deterministic.fill_uninitialized_memory,
         os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        [getattr(torch.backends.cuda, get)() for get, _ in _FUSED_ATTENTION],
     )
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.utils.deterministic.fill_uninitialized_memory = False
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
+    if cuda:
+        for _, enable in _FUSED_ATTENTION:
+            getattr(torch.backends.cuda, enable)(False)
     try:
         yield
     finally:
-        algorithms, warn_only, cudnn_det, cudnn_bench, fill, cublas = saved
+        algorithms, warn_only, cudnn_det, cudnn_bench, fill, cublas, attention = saved
         torch.use_deterministic_algorithms(algorithms, warn_only=warn_only)
         torch.backends.cudnn.deterministic = cudnn_det
         torch.backends.cudnn.benchmark = cudnn_bench
         torch.utils.deterministic.fill_uninitialized_memory = fill
         if cublas is None:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        for (_, enable), was in zip(_FUSED_ATTENTION, attention, strict=True):
+            getattr(torch.backends.cuda, enable)(was)

@@ -45,7 +45,6 @@ def _device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-@deterministic_mode(True)  # forward only: free on CPU; on GPU index_add_ and cuDNN need it
 @torch.no_grad()
 def extract_features(
     store_dir: str | Path,
@@ -54,7 +53,22 @@ def extract_features(
     random_config: PretrainConfig,
     out: str | Path,
 ) -> dict[str, Any]:
-    """Write the features file ``out`` for every video of the store; returns a summary."""
+    """Write the features file ``out`` for every video of the store; returns a summary.
+
+    Always deterministic: forward only, it costs nothing on CPU, and on GPU the per-video sums
+    (``index_add_``) and cuDNN need torch's deterministic mode.
+    """
+    with deterministic_mode(True, _device()):
+        return _extract_features(store_dir, ckpt, config, random_config, out)
+
+
+def _extract_features(
+    store_dir: str | Path,
+    ckpt: str,
+    config: FeaturesConfig,
+    random_config: PretrainConfig,
+    out: str | Path,
+) -> dict[str, Any]:
     out = Path(out)
     store = Store(store_dir)
     records = [r for r in store.records if r.num_frames > 0]

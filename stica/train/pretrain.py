@@ -188,7 +188,7 @@ def pretrain(
 
     ``max_steps`` stops early (after checkpointing) — used by tests and quick trials.
     """
-    with determinism.deterministic_mode(config.deterministic):
+    with determinism.deterministic_mode(config.deterministic, device_for_rank()):
         return _pretrain(config, store_dir, out, log_csv, resume, max_steps)
 
 
@@ -250,7 +250,7 @@ def _pretrain(
     )
     state = TrainState()
     manifest_hash = store.manifest_hash()
-    reproducibility = determinism.state(config.deterministic)
+    reproducibility = determinism.record(config.deterministic, device)
     state_file = resume_path(out)
     if resume and state_file.exists():
         ckpt = load_checkpoint(state_file, kind="pretrain")

@@ -33,8 +33,9 @@ def _rows(csv_path: Path) -> int:
 
 @pytest.fixture(scope="module")
 def long_params(tmp_path_factory) -> Path:
-    # 16 train videos / batch 8 = 2 steps per epoch; 8 epochs = 16 steps
-    params = tiny_params(pretrain={"epochs": 8})
+    # 16 train videos / batch 8 = 2 steps per epoch; 8 epochs = 16 steps; dropout (as the paper
+    # profile's head) must draw the same masks after a resume mid-epoch
+    params = tiny_params(pretrain={"epochs": 8, "model": {"head_dropout": 0.3}})
     return write_params(tmp_path_factory.mktemp("p") / "params.yaml", params)
 
 
