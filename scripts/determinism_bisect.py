@@ -10,6 +10,10 @@ scheduling disappears with OMP_NUM_THREADS=1):
     python scripts/determinism_bisect.py [--repeats 5] [--only trunk,crops]
 
 Prints one line per piece: ``ok`` or the tensors that differed (with the largest difference).
+
+Found with torch 2.14.1 on 2 threads (issue 12): the backward of advanced indexing
+(``index_put_(accumulate=True)``) in the feature-crop gather and in the position embeddings of
+cropped maps ("ours" transformer); both now go through ``stica.determinism.take_rows``.
 """
 
 from __future__ import annotations
