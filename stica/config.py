@@ -357,6 +357,9 @@ class PretrainConfig:
     batch_size: int = 32  # global batch, split evenly over the torchrun processes; paper: 512
     lr: float = 0.64  # at base_batch_size; the lr used is lr * batch_size / base_batch_size
     base_batch_size: int = 256  # paper: 512; the demo runs 2x hotter (few steps)
+    # "sgd" with momentum (paper); "adamw" (beta1 = momentum): a tiny trunk learns motion from
+    # scratch within a CPU budget with AdamW, not with SGD (measured, README "The demo")
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # paper: sgd
     momentum: float = 0.9
     weight_decay: float = 1e-5
     warmup_epochs: float = 1.0  # paper: 10
@@ -481,6 +484,7 @@ class FinetuneConfig:
     warmup_epochs: float = 2.0  # paper: 2
     milestones: tuple[int, ...] = (6, 10)  # paper: lr x gamma at epochs 6 and 10
     gamma: float = 0.05  # paper: 0.05
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # paper: sgd (adamw: beta1 = momentum)
     momentum: float = 0.9  # paper: 0.9
     weight_decay: float = 0.005  # paper: 0.005
     dropout: float = 0.5  # before the new linear classifier; paper: 0.0 (released code: off)

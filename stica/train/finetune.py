@@ -57,6 +57,7 @@ from stica.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from stica.train.optim import build_optimizer
 from stica.train.pretrain import StopRequested
 from stica.train.schedule import warmup_step
 
@@ -301,11 +302,12 @@ def _train(
     dataset = RandomClips(plan.store, records, plan.num_frames, seed=cfg.seed, with_labels=True)
     batch = min(cfg.batch_size, len(dataset))
     steps_per_epoch = EpochBatchSampler.batches_per_epoch(len(dataset), batch)
-    optimizer = torch.optim.SGD(
+    optimizer = build_optimizer(
+        cfg.optimizer,
         model.param_groups(cfg.lr, cfg.backbone_lr_scale),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
+        cfg.lr,
+        cfg.momentum,
+        cfg.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: finetune_lr(cfg, s, steps_per_epoch) / cfg.lr

@@ -46,6 +46,7 @@ from stica.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from stica.train.optim import build_optimizer
 from stica.train.schedule import pretrain_lr_factor
 
 log = get_logger("pretrain")
@@ -231,11 +232,8 @@ def _pretrain(
     map_shape = check_crops_fit(config, model)
     params = to_dict(config)
     base_lr = config.lr * config.batch_size / config.base_batch_size
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=base_lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
+    optimizer = build_optimizer(
+        config.optimizer, model.parameters(), base_lr, config.momentum, config.weight_decay
     )
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
