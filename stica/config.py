@@ -219,6 +219,13 @@ class AudioConfig:
     hop_ms: float = 10.0
     n_mels: int = 257
     volume_jitter: tuple[float, float] = (0.9, 1.1)  # training gain ~ U(low, high)
+    # "librosa": Slaney mel, Hann window, centred frames, log(x + 1e-6) (101 frames/s);
+    # "gdt": the official code's python_speech_features logfbank on int16-scaled samples:
+    # pre-emphasis 0.97, rectangular window, HTK mel, 99 frames/s (2 s = 257 x 199). paper: gdt
+    frontend: Literal["librosa", "gdt"] = "librosa"
+    # (mean, std): the log spectrogram is fed as (x - mean) / std; GDT's K400 training script
+    # z-normalises with (1.93, 17.89), STiCA's does not: (0, 1)
+    spec_norm: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
         _check(self.sample_rate >= 8000, "audio.sample_rate", "must be >= 8000")
@@ -229,6 +236,7 @@ class AudioConfig:
         _check(self.n_mels >= 1, "audio.n_mels", "must be >= 1")
         low, high = self.volume_jitter
         _check(0 < low <= high, "audio.volume_jitter", "must be [low, high] with 0 < low <= high")
+        _check(self.spec_norm[1] > 0, "audio.spec_norm", "must be [mean, std] with std > 0")
 
 
 @dataclasses.dataclass(frozen=True)

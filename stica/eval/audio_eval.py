@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from stica.config import AudioConfig, AudioEvalConfig, PretrainConfig, from_dict
-from stica.data.audio import LogMel
+from stica.data.audio import build_frontend
 from stica.data.clips import ClipReader
 from stica.data.datasets import uniform_starts
 from stica.data.store import Store, VideoRecord
@@ -59,7 +59,7 @@ def sample_fold(record: VideoRecord, protocol: Protocol) -> str:
 @torch.no_grad()
 def audio_activations(
     model: torch.nn.Module,
-    logmel: LogMel,
+    logmel: torch.nn.Module,
     reader: ClipReader,
     records: list[VideoRecord],
     protocol: Protocol,
@@ -129,7 +129,7 @@ def _probe(model, info, reader, records, protocol, config: AudioEvalConfig) -> d
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     model.eval().to(device)
     audio_cfg = from_dict(AudioConfig, info["params"]["audio"], prefix="pretrain.audio")
-    logmel = LogMel.from_config(audio_cfg).to(device)
+    logmel = build_frontend(audio_cfg).to(device)
     before = {k: v.detach().clone() for k, v in model.audio_trunk.state_dict().items()}
     features = audio_activations(model, logmel, reader, records, protocol)
     n = protocol.subclips

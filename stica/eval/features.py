@@ -24,7 +24,7 @@ from stica.config import (
     from_dict,
     to_dict,
 )
-from stica.data.audio import LogMel
+from stica.data.audio import build_frontend
 from stica.data.augment import EvalTransform
 from stica.data.datasets import UniformClips
 from stica.data.store import Store
@@ -82,7 +82,7 @@ def _extract_features(
     device = _device()
     model.eval().to(device)
     transform = EvalTransform.from_config(augment)
-    logmel = LogMel.from_config(audio_cfg).to(device)
+    logmel = build_frontend(audio_cfg).to(device)
 
     fingerprint = {
         "checkpoint": info["checkpoint"],

@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from stica import determinism, dist
 from stica.config import PretrainConfig, to_dict
-from stica.data.audio import LogMel, volume_jitter
+from stica.data.audio import build_frontend, volume_jitter
 from stica.data.augment import VideoAugment
 from stica.data.datasets import EpochBatchSampler, RandomClips, sample_seed
 from stica.data.store import Store, VideoRecord
@@ -81,7 +81,7 @@ class StepComputer:
         self.config = config
         self.model = model  # SticaModel or its DDP wrapper
         self.device = device
-        self.logmel = LogMel.from_config(config.audio).to(device)
+        self.logmel = build_frontend(config.audio).to(device)
         self.augment = VideoAugment(config.augment)
 
     def views(self, frames: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
