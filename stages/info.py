@@ -95,7 +95,28 @@ def _checkpoint_summary(path: Path) -> dict[str, Any]:
     for key in ("split", "classes"):
         if key in ckpt:
             summary[key] = ckpt[key] if key != "classes" else len(ckpt[key])
+    summary.update(_origin(ckpt))
     return {k: v for k, v in summary.items() if v is not None}
+
+
+def _origin(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Where the weights come from and which parts are pretrained (imported or trained here)."""
+    prov = ckpt.get("provenance")
+    if prov is None:
+        if ckpt.get("kind") != "pretrain":
+            return {}
+        return {"source": "stica pretrain", "pretrained": "all parts"}
+    parts = prov.get("pretrained", {})
+    return {
+        "source": f"{prov.get('format', '?')} import of {prov.get('source')}",
+        "source_sha256": prov.get("sha256"),
+        "source_epoch": prov.get("epoch"),
+        "pretrained": ", ".join(p for p, ok in parts.items() if ok) or "none",
+        "random_init": ", ".join(
+            f"{p} ({prov.get('not_imported', {}).get(p, '?')})" for p, ok in parts.items() if not ok
+        )
+        or None,
+    }
 
 
 SUMMARISERS: list[tuple[Callable[[Path], bool], Callable[[Path], dict[str, Any]]]] = [

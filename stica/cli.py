@@ -21,6 +21,7 @@ COMMANDS = {
     "info": "stages.info:info",
     "bench": "stages.bench:bench",
     "pretrain": "stages.pretrain:pretrain",
+    "import-gdt": "stages.import_gdt:import_gdt",
     "extract-features": "stages.extract_features:extract_features",
     "finetune": "stages.finetune:finetune",
     "retrieve": "stages.retrieve:retrieve",
