@@ -333,3 +333,51 @@ def test_video_and_audio_tables_cover_the_official_layout():
         p.numel() for n, p in r2plus1d_18().named_parameters() if "fc" not in n
     )
     assert 4.8e6 < count["audio"] - 513000 < 5.0e6
+
+
+# --- end to end: the imported checkpoint wherever a checkpoint goes --------------------------
+
+
+def _invoke(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def test_imported_checkpoint_works_everywhere(
+    tmp_path, official_file, tiny_store, tiny_params_file
+):
+    """import-gdt, then extract-features, retrieve, finetune and audio-eval on a tiny store (the
+    clip shrunk to 4 frames of 32 pixels so R(2+1)D-18 runs in seconds on a CPU)."""
+    ckpt = tmp_path / "gdt.pt"
+    small = ["--set", "num_frames=4", "--set", "augment.crop_size=32"]
+    small += ["--set", "augment.eval_short_side=32"]
+    _invoke(
+        "import-gdt", official_file, "--out", ckpt, "--params", tiny_params_file, *small,
+        *sum((["--allow-missing", p] for p in HEADS_OFF), []),
+    )  # fmt: skip
+    params = ["--params", tiny_params_file]
+
+    feats = tmp_path / "features.h5"
+    _invoke("extract-features", tiny_store, "--ckpt", ckpt, "--out", feats, *params)
+    from stica.eval.features_io import read_features
+
+    fs = read_features(feats)
+    assert fs.dim == 512 and fs.audio_features.shape[1] == 512 and fs.checkpoint == str(ckpt)
+
+    retrieval = tmp_path / "retrieval.json"
+    _invoke("retrieve", feats, "--store", tiny_store, "--out", retrieval, *params)
+    assert "R@1" in json.loads(retrieval.read_text())["recall"]
+
+    metrics = tmp_path / "finetune.json"
+    _invoke(
+        "finetune", tiny_store, "--ckpt", ckpt, "--out", tmp_path / "ft", "--metrics", metrics,
+        *params, "--set", "epochs=1", "--set", "baseline=false", "--set", "eval_clips=1",
+    )  # fmt: skip
+    m = json.loads(metrics.read_text())
+    assert 0.0 <= m["mean"]["video_top1"]["pretrained"] <= 1.0
+
+    audio = tmp_path / "audio.json"
+    _invoke("audio-eval", tiny_store, "--ckpt", ckpt, "--out", audio, *params)
+    a = json.loads(audio.read_text())
+    assert a["pretrained"]["trunk_unchanged"] and a["random_init"]["top1"] >= 0.0
