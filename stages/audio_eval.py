@@ -15,7 +15,10 @@ from stica.logs import setup_logging
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--ckpt", required=True, help="Pretrain checkpoint, or 'random'.")
 @click.option(
-    "--out", required=True, type=click.Path(dir_okay=False), help="Metrics JSON to write."
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Metrics JSON to write (the numbers; the full record goes beside it, NAME.provenance.json).",
 )
 @click.option(
     "--baseline/--no-baseline",
@@ -30,7 +33,7 @@ def audio_eval(store, ckpt, out, baseline, params_path, overrides):
     one-second sub-clips; other stores (the demo set): `other_subclips` sub-clips on split 1.
     """
     from stica.eval.audio_eval import audio_eval as run
-    from stica.eval.metrics import baseline_block, environment, write_json
+    from stica.eval.metrics import baseline_block, write_metrics
 
     config = load_section("audio_eval", params_path, overrides)
     random_config = load_section("pretrain", params_path)
@@ -48,9 +51,8 @@ def audio_eval(store, ckpt, out, baseline, params_path, overrides):
         "pretrained": pretrained,
         "random_init": random_init,
         "manifest_hash": result["manifest_hash"],
-        "environment": environment(),
     }
-    write_json(out, metrics)
+    write_metrics(out, metrics, ("top1",))
     line = f"audio top-1 {pretrained['top1']:.4f}"
     if random_init:
         line += f" (random init {random_init['top1']:.4f})"

@@ -24,7 +24,11 @@ from stica.logs import setup_logging
     type=click.Path(file_okay=False),
     help="Folder for the checkpoints split{N}.pt (and split{N}-random.pt for the baseline).",
 )
-@click.option("--metrics", type=click.Path(dir_okay=False), help="Metrics JSON to write.")
+@click.option(
+    "--metrics",
+    type=click.Path(dir_okay=False),
+    help="Metrics JSON to write (the numbers; the full record goes beside it, NAME.provenance.json).",
+)
 @click.option("--plots-dir", type=click.Path(file_okay=False), help="Confusion-matrix PNGs.")
 @click.option(
     "--log-csv", type=click.Path(dir_okay=False), help="Per-epoch lr, loss, accuracy (CSV)."
@@ -52,7 +56,7 @@ def finetune(
     too and the metrics put both side by side. Finished splits are reused on rerun.
     """
     from stica.errors import SticaError
-    from stica.eval.metrics import environment, write_json
+    from stica.eval.metrics import write_metrics
     from stica.train import finetune as ft
 
     config = load_section("finetune", params_path, overrides)
@@ -63,9 +67,9 @@ def finetune(
         log_to = Path(metrics).with_suffix(".log") if metrics else None
         setup_logging(log_to)
         summary = ft.run_eval(plan, config, plots_dir)
-        summary.update(checkpoint=str(ckpt), environment=environment())
+        summary.update(checkpoint=str(ckpt))
         if metrics:
-            write_json(metrics, summary)
+            write_metrics(metrics, summary, ("metrics.video_top1", "metrics.video_top5"))
         m = summary["metrics"]
         click.echo(
             f"split {summary['split']}: video top-1 {m['video_top1']:.3f}, "
@@ -78,9 +82,8 @@ def finetune(
     out = Path(out)
     setup_logging(out.with_name(f"{out.name}.log"))
     summary = ft.run_finetune(plan, out, plots_dir=plots_dir, log_csv=log_csv)
-    summary["environment"] = environment()
     if metrics:
-        write_json(metrics, summary)
+        write_metrics(metrics, summary, ("mean.video_top1", "mean.video_top5", "seconds"))
     mean = summary["mean"]["video_top1"]
     base = f", random init {mean['random_init']:.3f}" if "random_init" in mean else ""
     click.echo(f"finetune video top-1 (mean over splits): {mean['pretrained']:.3f}{base} -> {out}")

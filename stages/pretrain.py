@@ -10,12 +10,27 @@ from stages.common import params_options
 from stica.config import load_section
 from stica.logs import setup_logging
 
+# what `dvc metrics show` lists; the rest of the summary goes to the provenance record
+PRETRAIN_METRICS = (
+    "pretrain.final",
+    "pretrain.steps",
+    "pretrain.seconds",
+    "pretrain.stopped_at_step",
+    "pretrain.loss",
+    "pretrain.loss_va",
+    "pretrain.loss_vv",
+)
+
 
 @click.command()
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
 @click.option("--log-csv", type=click.Path(dir_okay=False), help="Per-step losses and lr (CSV).")
-@click.option("--metrics", type=click.Path(dir_okay=False), help="Summary metrics (JSON).")
+@click.option(
+    "--metrics",
+    type=click.Path(dir_okay=False),
+    help="Metrics JSON to write (the numbers; the full record goes beside it, NAME.provenance.json).",
+)
 @click.option(
     "--resume/--no-resume",
     default=False,
@@ -32,7 +47,7 @@ def pretrain(store, out, log_csv, metrics, resume, max_steps, params_path, overr
     split across the processes; SIGTERM/SIGINT write a checkpoint before exiting.
     """
     from stica import dist
-    from stica.eval.metrics import environment, write_json
+    from stica.eval.metrics import write_metrics
     from stica.eval.pretext import pretext_report
     from stica.train.pretrain import pretrain as run_pretrain
 
@@ -43,5 +58,5 @@ def pretrain(store, out, log_csv, metrics, resume, max_steps, params_path, overr
     summary = run_pretrain(config, store, out, log_csv=log_csv, resume=resume, max_steps=max_steps)
     if metrics and dist.is_main_process():
         pretext = pretext_report(config, store, out) if Path(out).exists() else None
-        write_json(metrics, {"pretrain": summary, "pretext": pretext, "environment": environment()})
+        write_metrics(metrics, {"pretrain": summary, "pretext": pretext}, PRETRAIN_METRICS)
     dist.cleanup()

@@ -66,7 +66,7 @@ class MultiValueCommand(click.Command):
     type=click.Path(dir_okay=False),
     default="metrics/retrieval.json",
     show_default=True,
-    help="Metrics JSON.",
+    help="Metrics JSON (recall@k; the full record goes beside it, NAME.provenance.json).",
 )
 @click.option(
     "--gallery",
@@ -104,12 +104,13 @@ def retrieve(
 
     A query counts at k when one of its k nearest train videos has its class. Writes recall@k
     for the pretrained FEATURES and, with --random-features, the random-init baseline and their
-    ratio, with the manifest hash, library versions and hardware. Also class probes of the frozen
-    features: kNN top-1 (majority vote of the k nearest, params retrieve.knn_k) and a linear
-    probe, per video and per clip.
+    ratio. Also class probes of the frozen features: kNN top-1 (majority vote of the k nearest,
+    params retrieve.knn_k) and a linear probe, per video and per clip. The metrics file holds the
+    recall@k and the video-level linear probe; everything else (the other probes, the manifest
+    hash, paths, library versions, hardware) goes to the provenance record beside it.
     """
     from stica.eval.features_io import check_same_manifest, check_same_videos, read_features
-    from stica.eval.metrics import baseline_block, environment, write_json
+    from stica.eval.metrics import baseline_block, write_metrics
     from stica.eval.probes import feature_probes
     from stica.eval.retrieval import check_ks, evaluate_retrieval
     from stica.logs import setup_logging
@@ -171,14 +172,13 @@ def retrieve(
         "index": "faiss.IndexFlatIP (exact inner product)"
         + (" on GPU" if result.on_gpu else " on CPU"),
         "ties": "equal scores ordered by increasing train-video index",
-        "environment": environment(),
     }
     if gallery_frames is not None:
         from stica.eval.plots import retrieval_gallery
 
         retrieval_gallery(gallery, *gallery_frames, class_names=fs.class_names)
         log.info(f"gallery: {gallery}")
-    write_json(out_path, metrics)
+    write_metrics(out_path, metrics, ("recall",))
     log.info(f"metrics: {out_path}")
 
 

@@ -39,6 +39,12 @@ def _dvc(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _leaves(tree) -> list:
+    if isinstance(tree, dict):
+        return [leaf for v in tree.values() for leaf in _leaves(v)]
+    return [tree]
+
+
 def _ran(output: str) -> set[str]:
     return {s for s in STAGES if f"Running stage '{s}'" in output}
 
@@ -61,12 +67,13 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert _ran(first.stdout) == STAGES
 
-    metrics = {
-        name: json.loads((work / "metrics" / f"{name}.json").read_text())
-        for name in ("retrieval", "finetune", "audio_eval", "pretrain")
+    names = ("retrieval", "finetune", "audio_eval", "pretrain")
+    metrics = {n: json.loads((work / "metrics" / f"{n}.json").read_text()) for n in names}
+    records = {
+        n: json.loads((work / "metrics" / f"{n}.provenance.json").read_text()) for n in names
     }
     for name in ("retrieval", "finetune", "audio_eval"):
-        m = metrics[name]
+        m = records[name]
         assert m["manifest_hash"] and m["environment"]["versions"]["torch"], name
     assert set(metrics["retrieval"]["recall"]) == {"R@1", "R@5"}
     assert "random_init" in metrics["retrieval"]["recall"]["R@1"]
@@ -75,6 +82,14 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert (work / "models" / "pretrain.pt").exists()
     shown = _dvc(work, "metrics", "show")
     assert shown.returncode == 0 and "retrieval.json" in shown.stdout
+    assert "provenance" not in shown.stdout and "environment" not in shown.stdout
+    # one screen: the metrics are numbers only, a handful per file
+    shown = _dvc(work, "metrics", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    leaves = {n: _leaves(json.loads((work / "metrics" / f"{n}.json").read_text())) for n in names}
+    for name, values in leaves.items():
+        assert values and all(v is None or isinstance(v, int | float) for v in values), name
+    assert sum(len(v) for v in leaves.values()) <= 30, {n: len(v) for n, v in leaves.items()}
 
     second = _dvc(work, "repro")
     assert second.returncode == 0

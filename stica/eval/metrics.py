@@ -1,4 +1,10 @@
-"""What every metrics file carries: environment (library versions, hardware) and baselines."""
+"""Metrics files and their provenance records; environment (library versions, hardware); baselines.
+
+A stage writes two JSON files (:func:`write_metrics`): the metrics file, which DVC shows
+(``dvc metrics show``), holds only the numbers a user compares (pretrained / random init / ratio,
+timings); its sibling ``<name>.provenance.json`` holds the whole record — those numbers and the
+rest (per-split details, paths, params, manifest hash, library versions, hardware).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import math
 import os
 import platform
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +91,53 @@ def baseline_block(
     return out
 
 
+def provenance_path(path: str | Path) -> Path:
+    """The record beside metrics file ``path``: ``metrics/x.json`` -> ``metrics/x.provenance.json``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.provenance.json")
+
+
+def numbers_of(record: Mapping[str, Any], keep: Sequence[str]) -> dict[str, Any]:
+    """The entries ``keep`` (dotted paths; absent ones skipped) of ``record``, same nesting.
+
+    Every leaf kept must be a number (or null, e.g. a ratio over a zero baseline): strings,
+    booleans and lists would become columns of ``dvc metrics show`` that nobody compares.
+    """
+    out: dict[str, Any] = {}
+    for dotted in keep:
+        node: Any = record
+        parts = dotted.split(".")
+        for part in parts:
+            if not isinstance(node, Mapping) or part not in node:
+                break
+            node = node[part]
+        else:
+            _check_numbers(node, dotted)
+            target = out
+            for part in parts[:-1]:
+                target = target.setdefault(part, {})
+            target[parts[-1]] = node
+    return out
+
+
+def _check_numbers(value: Any, where: str) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_numbers(v, f"{where}.{k}")
+    elif value is not None and (
+        isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number)
+    ):
+        raise ValueError(f"metric {where} is not a number: {value!r}")
+
+
+def write_metrics(path: str | Path, record: Mapping[str, Any], keep: Sequence[str]) -> Path:
+    """Write the numbers ``keep`` of ``record`` to ``path`` and the whole record, with the
+    environment, to :func:`provenance_path` (``path``)."""
+    numbers = numbers_of(record, keep)
+    write_json(provenance_path(path), {**record, "environment": environment()})
+    return write_json(path, numbers)
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write JSON atomically (temp file + rename), numpy scalars/arrays converted, keys kept in order."""
     path = Path(path)
@@ -124,4 +177,12 @@ def _version(dist: str) -> str | None:
         return None
 
 
-__all__ = ["baseline_block", "environment", "hardware", "write_json"]
+__all__ = [
+    "baseline_block",
+    "environment",
+    "hardware",
+    "numbers_of",
+    "provenance_path",
+    "write_json",
+    "write_metrics",
+]

@@ -14,6 +14,7 @@ import pytest
 from stica.data.store import Store
 from stica.eval.features import partial_path
 from stica.eval.features_io import read_features
+from stica.eval.metrics import provenance_path
 from tests import fixtures
 
 STICA = [sys.executable, "-m", "stica"]
@@ -101,13 +102,14 @@ def test_audio_eval_reports_both_models_and_keeps_the_trunk_frozen(
         + ["--params", str(tiny_params_file)]
     )
     assert r.returncode == 0, r.stderr
-    m = json.loads(out.read_text())
+    m = json.loads(provenance_path(out).read_text())
     assert m["samples"] == len(Store(tiny_store))
     assert m["protocol"]["subclips"] == 2
     for model in ("pretrained", "random_init"):
         assert 0.0 <= m[model]["top1"] <= 1.0 and m[model]["trunk_unchanged"] is True
         assert set(m[model]["per_fold"]) == {"test"}
     assert m["top1"]["pretrained"] == m["pretrained"]["top1"]
+    assert json.loads(out.read_text()) == {"top1": m["top1"]}  # the metric: numbers only
     assert m["manifest_hash"] == Store(tiny_store).manifest_hash()
 
 
@@ -122,7 +124,7 @@ def test_audio_eval_esc50_folds(tiny_checkpoint, tiny_params_file, tmp_path):
         + ["--params", str(tiny_params_file), "--no-baseline"]
     )
     assert r.returncode == 0, r.stderr
-    m = json.loads(out.read_text())
+    m = json.loads(provenance_path(out).read_text())
     assert m["protocol"]["name"] == "esc50" and m["protocol"]["subclips"] == 2  # tiny profile
     assert set(m["pretrained"]["per_fold"]) == {"1", "2", "3", "4", "5"}
     assert m["random_init"] is None

@@ -29,3 +29,28 @@ def test_write_json_atomic_and_numpy_friendly(tmp_path):
     with pytest.raises(TypeError):
         write_json(out, {"bad": object()})
     assert out.read_text() == before and [p.name for p in out.parent.iterdir()] == ["x.json"]
+
+
+def test_write_metrics_numbers_beside_the_record(tmp_path):
+    from stica.eval.metrics import provenance_path, write_metrics
+
+    record = {
+        "recall": {"R@1": {"pretrained": 0.5, "random_init": 0.25, "ratio": 2.0}},
+        "mean": {"top1": np.float32(0.75), "top5": 1.0},
+        "seconds": 12.5,
+        "checkpoint": "models/pretrain.pt",
+        "k": [1, 5],
+    }
+    out = write_metrics(tmp_path / "m.json", record, ("recall", "mean.top1", "seconds", "absent"))
+    assert json.loads(out.read_text()) == {
+        "recall": record["recall"],
+        "mean": {"top1": 0.75},
+        "seconds": 12.5,
+    }
+    full = json.loads(provenance_path(out).read_text())
+    assert provenance_path(out).name == "m.provenance.json"
+    assert full["checkpoint"] == "models/pretrain.pt" and full["k"] == [1, 5]
+    assert full["environment"]["versions"]["torch"]
+    for bad in ("checkpoint", "k"):  # strings and lists are not metrics
+        with pytest.raises(ValueError, match=bad):
+            write_metrics(tmp_path / "bad.json", record, (bad,))

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from stica.cli import cli
 from stica.errors import SticaError
 from stica.eval.features_io import write_features
+from stica.eval.metrics import provenance_path
 
 
 def _features(path, *, noise, seed=0, manifest="m" * 40, classes=4, train=8, test=3, dim=16):
@@ -48,7 +49,9 @@ def test_retrieve_writes_metrics_with_baseline(tmp_path, kargs):
     out = tmp_path / "metrics" / "retrieval.json"
     result = _invoke([str(feats), *kargs, "--random-features", str(rand), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    m = json.loads(out.read_text())
+    assert set(json.loads(out.read_text())) == {"recall"}  # dvc metrics show: numbers only
+    m = json.loads(provenance_path(out).read_text())
+    assert json.loads(out.read_text())["recall"] == m["recall"]
     assert m["k"] == [1, 5, 20]
     assert m["recall"]["R@1"]["pretrained"] == 1.0
     base = m["recall"]["R@1"]["random_init"]

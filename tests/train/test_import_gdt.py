@@ -20,6 +20,7 @@ from stica.cli import cli
 from stica.config import PretrainConfig
 from stica.download import fetch
 from stica.errors import SticaError
+from stica.eval.metrics import provenance_path
 from stica.train.checkpoint import CheckpointError, load_checkpoint, load_encoder
 from stica.train.import_gdt import import_gdt, load_gdt_file, stica_key
 
@@ -379,5 +380,5 @@ def test_imported_checkpoint_works_everywhere(
 
     audio = tmp_path / "audio.json"
     _invoke("audio-eval", tiny_store, "--ckpt", ckpt, "--out", audio, *params)
-    a = json.loads(audio.read_text())
+    a = json.loads(provenance_path(audio).read_text())
     assert a["pretrained"]["trunk_unchanged"] and a["random_init"]["top1"] >= 0.0
