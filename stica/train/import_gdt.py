@@ -83,6 +83,7 @@ GDT_ARG_DEFAULTS = {
 }
 GDT_SPEC_FILTERS = {1: 40, 2: 257}  # aud_spec_type -> logfbank nfilt
 GDT_Z_NORM = (1.93, 17.89)  # GDT's z_normalize: (logfbank - 1.93) / 17.89
+GDT_HEAD_DROPOUT = 0.3  # MLP(p=0.3) in its model.py
 GDT_MEAN, GDT_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)  # its video_transforms.py
 EVAL_SHORT_SIDE = 128  # GDT evaluates 112-pixel crops of 128-pixel frames
 
@@ -424,6 +425,7 @@ def gdt_config(
         "model.pooling": "avg",
         "model.head_hidden": 512,
         "model.embed_dim": 256,
+        "model.head_dropout": GDT_HEAD_DROPOUT,
         "audio.frontend": "gdt",
         "audio.n_fft": 1024,
         "audio.win_ms": 20.0,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
@@ -50,7 +51,7 @@ def official_file(tmp_path_factory, official_state):
 
 @pytest.fixture(scope="module")
 def imported(official_file):
-    return import_gdt(official_file, PretrainConfig(), allow_missing=HEADS_OFF)
+    return import_gdt(official_file, PretrainConfig())
 
 
 def test_every_trunk_tensor_arrives_unchanged(imported, official_state):
@@ -69,12 +70,27 @@ def test_every_trunk_tensor_arrives_unchanged(imported, official_state):
     stica_trunk = [k for k in state if k.startswith(("video_trunk.", "audio_trunk."))]
     assert copied == len(stica_trunk) == len(trunk_keys) - 2
     prov = imported["provenance"]
-    assert prov["pretrained"]["video_trunk"] and prov["pretrained"]["audio_trunk"]
+    assert prov["pretrained"] == dict.fromkeys(
+        ("video_trunk", "audio_trunk", "video_head", "audio_head"), True
+    )
+    assert prov["not_imported"] == {}
     assert set(prov["ignored_keys"]) == {
         "audio_network.base.fc.weight",
         "audio_network.base.fc.bias",
     }
     assert prov["epoch"] == 200 and prov["args_in_file"]
+
+
+def test_heads_arrive_unchanged(imported, official_state):
+    """GDT's MLP.block_forward layers 2, 4, 8 are stica's MLPHead.mlp 1, 2, 5."""
+    state = imported["model"]
+    heads = [k for k in official_state if k.startswith(("mlp_v.", "mlp_a."))]
+    assert len(heads) == 2 * 8
+    for key in heads:
+        assert torch.equal(state[stica_key(key)], official_state[key]), key
+    assert stica_key("mlp_v.block_forward.8.bias") == "video_head.mlp.5.bias"
+    assert stica_key("mlp_a.block_forward.4.running_var") == "audio_head.mlp.2.running_var"
+    assert imported["params"]["model"]["head_dropout"] == 0.3
 
 
 def test_config_is_the_gdt_recipe(imported):
@@ -96,7 +112,7 @@ def test_args_of_the_file_choose_the_front_end(tmp_path, official_state):
         official_state,
         args=gdt_args(aud_spec_type=2, z_normalize=False, clip_len=16),
     )
-    params = import_gdt(path, PretrainConfig(), allow_missing=HEADS_OFF)["params"]
+    params = import_gdt(path, PretrainConfig())["params"]
     assert params["audio"]["n_mels"] == 257 and params["audio"]["spec_norm"] == [0.0, 1.0]
     assert params["num_frames"] == 16
 
@@ -138,6 +154,47 @@ def test_features_equal_a_model_loaded_directly(tmp_path, imported, official_sta
         want_a = audio.avgpool(a).flatten(1)
         torch.testing.assert_close(model.video_features(clip), want_v, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(model.audio_features(spec), want_a, rtol=1e-5, atol=1e-5)
+        # the embeddings through GDT's head layout, loaded with its own names
+        for name, head, feats in (
+            ("mlp_v", model.video_head, want_v),
+            ("mlp_a", model.audio_head, want_a),
+        ):
+            gdt_head = _GdtMLP()
+            gdt_head.load_state_dict(
+                {
+                    k[len(name) + 1 :]: v
+                    for k, v in official_state.items()
+                    if k.startswith(name + ".")
+                }
+            )
+            want = F.normalize(gdt_head.eval()(feats), dim=1)
+            torch.testing.assert_close(head.eval()(feats), want, rtol=1e-5, atol=1e-5)
+
+
+class _Unsqueeze(nn.Module):
+    def forward(self, x):
+        return x.unsqueeze(-1)
+
+
+class _GdtMLP(nn.Module):
+    """model.py's MLP(512, 256, n_hidden=512) module for module, for its state-dict names."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block_forward = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(0.3),
+            nn.Linear(512, 512, bias=False),
+            _Unsqueeze(),
+            nn.BatchNorm1d(512),
+            nn.Flatten(),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.3),
+            nn.Linear(512, 256),
+        )
+
+    def forward(self, x):
+        return self.block_forward(x)
 
 
 def _with(state, drop=(), replace=None, rename=None):
@@ -155,7 +212,7 @@ def _with(state, drop=(), replace=None, rename=None):
 def test_missing_trunk_key_is_named(tmp_path, official_state, key):
     path = write_training_checkpoint(tmp_path / "m.pth", _with(official_state, drop=[key]))
     with pytest.raises(CheckpointError, match=f"{key}.*missing"):
-        import_gdt(path, PretrainConfig(), allow_missing=HEADS_OFF)
+        import_gdt(path, PretrainConfig())
 
 
 @pytest.mark.parametrize(
@@ -169,7 +226,7 @@ def test_misshaped_trunk_key_is_named(tmp_path, official_state, key, shape):
     state = _with(official_state, replace={key: torch.zeros(shape)})
     path = write_training_checkpoint(tmp_path / "s.pth", state)
     with pytest.raises(CheckpointError, match=rf"{key} has shape \({shape[0]},"):
-        import_gdt(path, PretrainConfig(), allow_missing=HEADS_OFF)
+        import_gdt(path, PretrainConfig())
 
 
 def test_unknown_key_is_named(tmp_path, official_state):
@@ -182,7 +239,7 @@ def test_unknown_key_is_named(tmp_path, official_state):
             tmp_path / "u.pth", _with(official_state, replace={key: value})
         )
         with pytest.raises(CheckpointError, match=key.replace(".", r"\.")):
-            import_gdt(path, PretrainConfig(), allow_missing=HEADS_OFF)
+            import_gdt(path, PretrainConfig())
 
 
 def test_video_text_model_is_refused_clearly(tmp_path, official_state):
@@ -195,13 +252,13 @@ def test_video_text_model_is_refused_clearly(tmp_path, official_state):
         tmp_path / "vt.pth", state, args=gdt_args(model="vid_text_gdt")
     )
     with pytest.raises(CheckpointError, match="vid_text_gdt"):
-        import_gdt(path, PretrainConfig(), allow_missing=HEADS_OFF)
+        import_gdt(path, PretrainConfig())
 
 
 def test_module_prefix_and_state_dict_key(tmp_path, official_state):
     state = _with(official_state, rename=lambda k: f"module.{k}")
     path = write_training_checkpoint(tmp_path / "ddp.pth", state, key="state_dict")
-    payload = import_gdt(path, PretrainConfig(), allow_missing=HEADS_OFF)
+    payload = import_gdt(path, PretrainConfig())
     key = "video_network.base.layer4.1.conv2.1.running_mean"
     assert torch.equal(payload["model"][stica_key(key)], official_state[key])
 
@@ -300,7 +357,7 @@ def test_cli_imports_a_url_and_info_shows_provenance(tmp_path, official_file):
     out = tmp_path / "gdt_k400.pt"
     args = ["import-gdt", official_file.as_uri(), "--out", str(out), "--sha256", digest]
     args += ["--cache-dir", str(tmp_path / "cache")]
-    result = CliRunner().invoke(cli, [*args, *sum((["--allow-missing", p] for p in HEADS_OFF), [])])
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert f"sha256 {digest}" in result.output
     ckpt = load_checkpoint(out, kind="pretrain")
@@ -354,8 +411,7 @@ def test_imported_checkpoint_works_everywhere(
     small = ["--set", "num_frames=4", "--set", "augment.crop_size=32"]
     small += ["--set", "augment.eval_short_side=32"]
     _invoke(
-        "import-gdt", official_file, "--out", ckpt, "--params", tiny_params_file, *small,
-        *sum((["--allow-missing", p] for p in HEADS_OFF), []),
+        "import-gdt", official_file, "--out", ckpt, "--params", tiny_params_file, *small
     )  # fmt: skip
     params = ["--params", tiny_params_file]
 
