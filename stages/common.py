@@ -24,3 +24,15 @@ def params_options(f: Callable) -> Callable:
         help="Params YAML file [default: ./params.yaml if present, else the built-in demo profile].",
     )(f)
     return f
+
+
+def live_option(f: Callable) -> Callable:
+    """``--live DIR``: the run's live log of params and per-step metrics."""
+    return click.option(
+        "--live",
+        "live_dir",
+        type=click.Path(file_okay=False),
+        help="Folder for the live log in DVCLive's layout (params.yaml, metrics.json, "
+        "plots/metrics/*.tsv) that dvc exp show / dvc plots read while the run goes; through "
+        "dvclive when installed, unless STICA_DVCLIVE=0.",
+    )(f)

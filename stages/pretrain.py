@@ -6,26 +6,19 @@ from pathlib import Path
 
 import click
 
-from stages.common import params_options
+from stages.common import live_option, params_options
 from stica.config import load_section
 from stica.logs import setup_logging
 
-# what `dvc metrics show` lists; the rest of the summary goes to the provenance record
-PRETRAIN_METRICS = (
-    "pretrain.final",
-    "pretrain.steps",
-    "pretrain.seconds",
-    "pretrain.stopped_at_step",
-    "pretrain.loss",
-    "pretrain.loss_va",
-    "pretrain.loss_vv",
-)
+# what `dvc metrics show` lists (the losses are the live log's metrics.json); the rest of the
+# summary goes to the provenance record
+PRETRAIN_METRICS = ("pretrain.steps", "pretrain.seconds", "pretrain.stopped_at_step")
 
 
 @click.command()
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
-@click.option("--log-csv", type=click.Path(dir_okay=False), help="Per-step losses and lr (CSV).")
+@live_option
 @click.option(
     "--metrics",
     type=click.Path(dir_okay=False),
@@ -40,7 +33,7 @@ PRETRAIN_METRICS = (
     "--max-steps", type=click.IntRange(min=1), help="Stop (and checkpoint) after N steps."
 )
 @params_options
-def pretrain(store, out, log_csv, metrics, resume, max_steps, params_path, overrides):
+def pretrain(store, out, live_dir, metrics, resume, max_steps, params_path, overrides):
     """Pretrain the video and audio encoders on STORE (the `pretrain` section of params.yaml).
 
     Under torchrun (`torchrun --nproc_per_node N -m stica pretrain ...`) the global batch is
@@ -55,7 +48,9 @@ def pretrain(store, out, log_csv, metrics, resume, max_steps, params_path, overr
     dist.init_distributed()
     log_file = Path(out).with_suffix(".log") if dist.is_main_process() else None
     setup_logging(log_file)
-    summary = run_pretrain(config, store, out, log_csv=log_csv, resume=resume, max_steps=max_steps)
+    summary = run_pretrain(
+        config, store, out, live_dir=live_dir, resume=resume, max_steps=max_steps
+    )
     if metrics and dist.is_main_process():
         pretext = pretext_report(config, store, out) if Path(out).exists() else None
         write_metrics(metrics, {"pretrain": summary, "pretext": pretext}, PRETRAIN_METRICS)

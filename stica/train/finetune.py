@@ -25,7 +25,6 @@ initial weights, split) matches; an interrupted split resumes from its last fini
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import hashlib
 import time
@@ -60,20 +59,14 @@ from stica.train.checkpoint import (
 from stica.train.optim import build_optimizer
 from stica.train.pretrain import StopRequested
 from stica.train.schedule import warmup_step
+from stica.train.tracking import Tracker
 
 log = get_logger("finetune")
 
 METRIC_KEYS = ("clip_top1", "clip_top5", "video_top1", "video_top5")
-CSV_FIELDS = (
-    "epoch",
-    "split",
-    "init",
-    "lr",
-    "train_loss",
-    "train_acc",
-    "test_video_top1",
-    "test_video_top5",
-)
+# per-epoch metrics of the live log, one series per split and initialisation
+# (``split1/pretrained/train_loss``, ...; DVCLive layout: dvc plots / dvc exp show)
+LIVE_METRICS = ("lr", "train_loss", "train_acc", "test_video_top1", "test_video_top5")
 INITS = ("pretrained", "random_init")
 TOP_K = 5
 # params that do not change a split's result: a change of these keeps finished splits
@@ -287,11 +280,13 @@ def _train(
     device: torch.device,
     stop: StopRequested,
     test: Callable[[FinetuneModel], dict[str, Any]] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[FinetuneModel, list[dict[str, Any]]]:
     """Finetune one model on one split; returns it and its per-epoch history.
 
     ``test`` scores the model on the test videos after each epoch from ``test_from_epoch`` on but
     the last (which the caller scores); its video top-1/top-5 go into the history.
+    ``on_epoch`` receives each history row (those restored on resume first).
     """
     cfg = plan.config
     torch.manual_seed(cfg.seed)
@@ -327,6 +322,8 @@ def _train(
             set_rng_state(state["rng"])
             epoch, history = int(state["epoch"]), list(state["history"])
             log.info(f"resuming split {data.split} ({init.name}) at epoch {epoch}")
+    for row in history if on_epoch is not None else ():
+        on_epoch(row)
     log.info(
         f"finetuning split {data.split} from {init.name}: {len(data.train)} train videos x "
         f"{cfg.train_clips_per_video} clip(s), {steps_per_epoch} steps/epoch x {cfg.epochs} "
@@ -392,6 +389,8 @@ def _train(
             )
             model.train()
         history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
         log.info(
             f"split {data.split} {init.name} epoch {epoch}/{cfg.epochs}: lr {lr:.5f} "
             f"loss {history[-1]['train_loss']:.4f} acc {history[-1]['train_acc']:.3f}"
@@ -515,12 +514,13 @@ def run_finetune(
     plan: FinetunePlan,
     out: str | Path,
     plots_dir: str | Path | None = None,
-    log_csv: str | Path | None = None,
+    live_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Finetune (and evaluate) every requested split, from each initialisation; returns metrics.
 
     Writes ``out/split{n}.pt`` (and ``split{n}-random.pt`` for the baseline), one confusion-matrix
-    PNG per split for the pretrained model in ``plots_dir``, and the per-epoch CSV ``log_csv``.
+    PNG per split for the pretrained model in ``plots_dir``, and the per-epoch live log
+    ``live_dir`` (:class:`~stica.train.tracking.Tracker`: DVCLive when installed).
     """
     from stica.eval.metrics import baseline_block
     from stica.eval.plots import confusion_matrix_plot
@@ -532,7 +532,14 @@ def run_finetune(
     results: dict[int, dict[str, Any]] = {}
     best: dict[int, dict[str, Any]] = {}
     views: dict[str, Any] = {}
-    history: list[dict[str, Any]] = []
+    tracker = Tracker(live_dir, to_dict(cfg)) if live_dir is not None else None
+
+    def log_epoch(row: dict[str, Any]) -> None:
+        if tracker is not None:
+            prefix = f"split{row['split']}/{row['init']}"
+            values = {k: row[k] for k in LIVE_METRICS if row.get(k) is not None}
+            tracker.log(row["epoch"], {f"{prefix}/{k}": v for k, v in values.items()})
+
     stop = StopRequested()
     with stop.installed():
         for data in plan.splits:
@@ -550,6 +557,8 @@ def run_finetune(
                         "views_per_video": cfg.eval_clips * cfg.eval_crops,
                     }
                     runs = list(payload["history"])
+                    for row in runs:
+                        log_epoch(row)
                 else:
                     state_file = resume_dir(out) / path.name
 
@@ -567,7 +576,7 @@ def run_finetune(
                         )
 
                     model, runs = _train(
-                        plan, data, init, state_file, fingerprint, device, stop, test
+                        plan, data, init, state_file, fingerprint, device, stop, test, log_epoch
                     )
                     result = test(model)
                     runs[-1] = {
@@ -575,6 +584,7 @@ def run_finetune(
                         "test_video_top1": result["metrics"]["video_top1"],
                         "test_video_top5": result["metrics"]["video_top5"],
                     }
+                    log_epoch({**runs[-1], "lr": None, "train_loss": None, "train_acc": None})
                     save_checkpoint(
                         path,
                         {
@@ -602,7 +612,6 @@ def run_finetune(
                     state_file.unlink(missing_ok=True)
                 results[data.split][init.name] = result["metrics"]
                 best[data.split][init.name] = best_test_epoch(runs)
-                history.extend(runs)
                 m = result["metrics"]
                 log.info(
                     f"split {data.split} {init.name}: video top-1 {m['video_top1']:.3f} "
@@ -625,8 +634,8 @@ def run_finetune(
     rd = resume_dir(out)
     if rd.is_dir() and not any(rd.iterdir()):
         rd.rmdir()
-    if log_csv is not None:
-        write_history_csv(log_csv, history)
+    if tracker is not None:
+        tracker.close()
     per_split = {
         f"split{s}": baseline_block(r["pretrained"], r.get("random_init"))
         for s, r in results.items()
@@ -673,19 +682,6 @@ def best_test_epoch(history: list[dict[str, Any]]) -> dict[str, Any]:
         "video_top1": top["test_video_top1"],
         "video_top5": top["test_video_top5"],
     }
-
-
-def write_history_csv(path: str | Path, rows: list[dict[str, Any]]) -> Path:
-    """Per-epoch lr, training loss and accuracy of every split and initialisation (dvc plots)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows({k: row.get(k) for k in CSV_FIELDS} for row in rows)
-    tmp.replace(path)
-    return path
 
 
 # ------------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ uninterrupted one on the same machine and thread count.
 
 from __future__ import annotations
 
-import csv
 import math
 import signal
 import time
@@ -48,10 +47,12 @@ from stica.train.checkpoint import (
 )
 from stica.train.optim import build_optimizer
 from stica.train.schedule import pretrain_lr_factor
+from stica.train.tracking import Tracker
 
 log = get_logger("pretrain")
 
-LOG_FIELDS = ("step", "epoch", "lr", "loss", "loss_va", "loss_vv", "n_vv_terms", "seconds")
+# per-step metrics of the live log (DVCLive layout: dvc plots / dvc exp show)
+LIVE_METRICS = ("loss", "loss_va", "loss_vv", "lr", "n_vv_terms", "step_seconds")
 
 
 def resume_path(out: Path) -> Path:
@@ -181,13 +182,15 @@ def pretrain(
     config: PretrainConfig,
     store_dir: str | Path,
     out: str | Path,
-    log_csv: str | Path | None = None,
+    live_dir: str | Path | None = None,
     resume: bool = False,
     max_steps: int | None = None,
 ) -> dict[str, Any]:
     """Train and write the checkpoint ``out``; returns a summary for the metrics file.
 
-    ``max_steps`` stops early (after checkpointing) — used by tests and quick trials.
+    ``live_dir``: the live log of params and per-step metrics (:class:`~stica.train.tracking.Tracker`:
+    DVCLive when installed). ``max_steps`` stops early (after checkpointing) — used by tests and
+    quick trials.
     """
     with determinism.deterministic_mode(config.deterministic, device_for_rank()):
         return _pretrain(config, store_dir, out, log_csv, resume, max_steps)
@@ -306,7 +309,9 @@ def _pretrain(
             save_checkpoint(out if final else state_file, payload(final))
         dist.barrier()
 
-    writer = _LogWriter(log_csv, state.step) if dist.is_main_process() else None
+    tracker = None
+    if live_dir is not None and dist.is_main_process():
+        tracker = Tracker(live_dir, params, resume_step=state.step or None)
     log.info(
         f"pretraining {config.mode}/{config.model.pooling}: {len(records)} videos, "
         f"{steps_per_epoch} steps/epoch x {config.epochs} epochs, global batch "
@@ -365,16 +370,14 @@ def _pretrain(
                     k: float(dist.all_reduce_mean(losses[k].detach().float()))
                     for k in ("loss", "loss_va", "loss_vv")
                 }
-                row = {
-                    "step": state.step,
-                    "epoch": state.epoch,
-                    "lr": lr,
-                    **last,
-                    "n_vv_terms": int(losses["n_vv_terms"]),
-                    "seconds": round(time.time() - t0, 4),
-                }
-                if writer is not None:
-                    writer.write(row)
+                if tracker is not None:
+                    row = {
+                        **last,
+                        "lr": lr,
+                        "n_vv_terms": int(losses["n_vv_terms"]),
+                        "step_seconds": round(time.time() - t0, 4),
+                    }
+                    tracker.log(state.step, {k: row[k] for k in LIVE_METRICS})
                 if stop or (max_steps is not None and state.step >= max_steps):
                     break
             if stop or (max_steps is not None and state.step >= max_steps):
@@ -384,8 +387,8 @@ def _pretrain(
                 checkpoint()
                 reason = f"signal {stop.signal}" if stop else f"max_steps={max_steps}"
                 log.info(f"stopped by {reason} at step {state.step}; checkpoint {state_file}")
-                if writer is not None:
-                    writer.close()
+                if tracker is not None:
+                    tracker.close()
                 if stop:
                     raise SystemExit(128 + stop.signal)
                 return {"stopped_at_step": state.step, **last}
@@ -395,8 +398,8 @@ def _pretrain(
     checkpoint(final=True)
     if dist.is_main_process() and state_file.exists():
         state_file.unlink()
-    if writer is not None:
-        writer.close()
+    if tracker is not None:
+        tracker.close()
     return {
         "steps": state.step,
         "epochs": state.epoch,
@@ -406,31 +409,3 @@ def _pretrain(
         "determinism": reproducibility,
         "final": last,
     }
-
-
-class _LogWriter:
-    """Per-step CSV for ``dvc plots``; on resume, rows past the checkpoint's step are dropped."""
-
-    def __init__(self, path: str | Path | None, from_step: int) -> None:
-        self.file = None
-        if path is None:
-            return
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if from_step > 0 and path.exists():
-            with open(path, newline="") as f:
-                kept = [r for r in csv.DictReader(f) if int(r["step"]) <= from_step]
-        self.file = open(path, "w", newline="")  # noqa: SIM115
-        self.writer = csv.DictWriter(self.file, fieldnames=LOG_FIELDS)
-        self.writer.writeheader()
-        self.writer.writerows(kept)
-
-    def write(self, row: dict[str, Any]) -> None:
-        if self.file is not None:
-            self.writer.writerow({k: row[k] for k in LOG_FIELDS})
-            self.file.flush()
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()

@@ -1,6 +1,5 @@
 """Finetuning: the paper schedule, end to end through the CLI on a tiny real store, bad inputs."""
 
-import csv
 import json
 import signal
 
@@ -132,15 +131,24 @@ def test_finetune_augmentation_takes_its_own_crop_and_jitter():
     assert (plain.crop_size, plain.eval_short_side, plain.jitter_p) == (112, 128, 0.0)
 
 
+def _curves(live, prefix):
+    """{metric: [(epoch, value), ...]} of one split and initialisation in a live log."""
+    out = {}
+    for path in sorted((live / "plots" / "metrics" / prefix).glob("*.tsv")):
+        rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
+        out[path.stem] = [(int(step), float(value)) for step, value in rows]
+    return out
+
+
 @pytest.fixture(scope="module")
 def finetuned(tiny, tmp_path_factory):
     """One `stica finetune` run (pretrained + random-init baseline) through the CLI."""
     tmp_path = tmp_path_factory.mktemp("finetuned")
     ckpt, params = tiny["ckpts"]["avg"]
     out, metrics = tmp_path / "models" / "finetune", tmp_path / "metrics" / "finetune.json"
-    plots, hist = tmp_path / "plots", tmp_path / "plots" / "finetune.csv"
+    plots, hist = tmp_path / "plots", tmp_path / "dvclive" / "finetune"
     args = ["finetune", tiny["store"], "--ckpt", ckpt, "--out", out, "--metrics", metrics]
-    args += ["--plots-dir", plots, "--log-csv", hist, "--params", params]
+    args += ["--plots-dir", plots, "--live", hist, "--params", params]
     result = _invoke(args)
     assert result.exit_code == 0, result.output
     return {
@@ -160,6 +168,7 @@ def test_finetune_end_to_end(tiny, finetuned):
     m = json.loads(provenance_path(metrics).read_text())
     assert json.loads(metrics.read_text()) == {
         "mean": {k: m["mean"][k] for k in ("video_top1", "video_top5")},
+        "best_test_epoch": {"mean": {"video_top1": m["best_test_epoch"]["mean"]["video_top1"]}},
         "seconds": m["seconds"],
     }
     for key in ("clip_top1", "clip_top5", "video_top1", "video_top5"):
@@ -188,21 +197,31 @@ def test_finetune_end_to_end(tiny, finetuned):
     assert (tmp_path / "models" / "finetune.log").exists()
     assert not (tmp_path / "models" / ".finetune.resume").exists()
 
-    with open(hist, newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert [(r["init"], int(r["epoch"])) for r in rows] == [
-        (i, e) for i in ("pretrained", "random_init") for e in (1, 2, 3)
-    ]
-    assert float(rows[0]["lr"]) == pytest.approx(0.0025) and float(rows[1]["lr"]) == 0.02
+    # the live log: one series per split, initialisation and metric, the epoch as its step
+    for init in ("pretrained", "random_init"):
+        curves = _curves(hist, f"split1/{init}")
+        assert set(curves) == {
+            "lr",
+            "train_loss",
+            "train_acc",
+            "test_video_top1",
+            "test_video_top5",
+        }
+        assert [e for e, _ in curves["train_loss"]] == [1, 2, 3]
+    curves = _curves(hist, "split1/pretrained")
+    assert curves["lr"][0][1] == pytest.approx(0.0025) and curves["lr"][1][1] == 0.02
     # the per-epoch test curve from test_from_epoch (2) on; the last epoch is the reported number
-    tested = [(int(r["epoch"]), r["test_video_top1"] != "") for r in rows[:3]]
-    assert tested == [(1, False), (2, True), (3, True)]
+    assert [e for e, _ in curves["test_video_top1"]] == [2, 3]
     final = m["splits"]["split1"]["video_top1"]["pretrained"]
-    assert float(rows[2]["test_video_top1"]) == pytest.approx(final)
+    assert curves["test_video_top1"][-1][1] == pytest.approx(final)
     best = m["best_test_epoch"]["splits"]["split1"]["pretrained"]
     assert best["epoch"] in (2, 3)
-    assert best["video_top1"] == max(float(r["test_video_top1"]) for r in rows[1:3])
+    assert best["video_top1"] == pytest.approx(max(v for _, v in curves["test_video_top1"]))
     assert best["video_top1"] >= final and "test set" in m["best_test_epoch"]["note"]
+    live = json.loads((hist / "metrics.json").read_text())
+    assert live["split1"]["random_init"]["test_video_top1"] == pytest.approx(
+        m["splits"]["split1"]["video_top1"]["random_init"]
+    )
 
     # a rerun with the same params reuses the finished split (same checkpoint bytes, same metrics)
     before = (out / "split1.pt").stat().st_mtime_ns

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from ruamel.yaml import YAML
 
+from stica.eval.metrics import provenance_path
 from stica.train.checkpoint import CheckpointError, load_checkpoint, load_state_strict
-from stica.train.pretrain import resume_path
+from stica.train.pretrain import LIVE_METRICS, resume_path
 from tests.conftest import tiny_params, write_params
 
 STICA = [sys.executable, "-m", "stica"]
@@ -24,9 +26,10 @@ def _run(args, **kw):
     return subprocess.run(STICA + args, capture_output=True, text=True, timeout=300, **kw)
 
 
-def _rows(csv_path: Path) -> int:
+def _rows(live: Path) -> int:
+    """Steps in the live log (rows of its loss curve)."""
     try:
-        return max(0, len(csv_path.read_text().splitlines()) - 1)
+        return max(0, len((live / "plots" / "metrics" / "loss.tsv").read_text().splitlines()) - 1)
     except FileNotFoundError:
         return 0
 
@@ -45,28 +48,28 @@ def test_sigterm_then_resume_gives_the_same_weights(tiny_store, long_params, tmp
     r = _run(["pretrain", str(tiny_store), "--out", str(straight), "--params", str(long_params)])
     assert r.returncode == 0, r.stderr
 
-    out, log_csv = tmp_path / "resumed.pt", tmp_path / "log.csv"
+    out, live = tmp_path / "resumed.pt", tmp_path / "live"
     cmd = ["pretrain", str(tiny_store), "--out", str(out), "--params", str(long_params)]
-    proc = subprocess.Popen(
-        STICA + cmd + ["--log-csv", str(log_csv)], stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen(STICA + cmd + ["--live", str(live)], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
-    while _rows(log_csv) < 5 and proc.poll() is None and time.time() < deadline:
+    while _rows(live) < 5 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err  # stopped by the signal, mid-training
-    stopped_at = _rows(log_csv)
+    stopped_at = _rows(live)
     assert 5 <= stopped_at < 16
     assert not out.exists() and resume_path(out).exists()
     state = load_checkpoint(resume_path(out), kind="pretrain")
     assert state["step"] == stopped_at
 
-    r = _run(cmd + ["--resume", "--log-csv", str(log_csv)])
+    r = _run(cmd + ["--resume", "--live", str(live)])
     assert r.returncode == 0, r.stderr
     assert f"resuming from {resume_path(out)}" in r.stderr
     assert not resume_path(out).exists()
-    assert _rows(log_csv) == 16  # the resumed run appended the remaining steps only
+    assert _rows(live) == 16  # the resumed run appended the remaining steps only
+    steps = [r.split("\t")[0] for r in (live / "plots/metrics/loss.tsv").read_text().splitlines()]
+    assert steps == ["step", *map(str, range(1, 17))]
 
     a = load_checkpoint(straight, kind="pretrain")
     b = load_checkpoint(out, kind="pretrain")
@@ -79,7 +82,7 @@ def test_checkpoint_holds_what_later_stages_need(tiny_store, tiny_params_file, t
     out = tmp_path / "p.pt"
     r = _run(
         ["pretrain", str(tiny_store), "--out", str(out), "--params", str(tiny_params_file)]
-        + ["--metrics", str(tmp_path / "m.json"), "--log-csv", str(tmp_path / "l.csv")]
+        + ["--metrics", str(tmp_path / "m.json"), "--live", str(tmp_path / "live")]
     )
     assert r.returncode == 0, r.stderr
     ckpt = load_checkpoint(out, kind="pretrain")
@@ -92,9 +95,14 @@ def test_checkpoint_holds_what_later_stages_need(tiny_store, tiny_params_file, t
     model = build_model(ckpt["model_config"])
     load_state_strict(model, ckpt["model"], str(out))  # the unwrapped state dict, strictly
     assert not any(k.startswith("module.") for k in ckpt["model"])
-    assert _rows(tmp_path / "l.csv") == 4
+    assert _rows(tmp_path / "live") == 4
+    live = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert live["step"] == 4 and set(live) == {"step", *LIVE_METRICS}
+    # YAML 1.2, as DVC reads it (dvclive writes 1e-05, which YAML 1.1 readers take for a string)
+    logged = YAML(typ="safe").load((tmp_path / "live" / "params.yaml").read_text())
+    assert logged == ckpt["params"]
     # the pretext diagnostic: held-out audio->video matching, trained vs its initial weights
-    pretext = json.loads((tmp_path / "m.json").read_text())["pretext"]
+    pretext = json.loads(provenance_path(tmp_path / "m.json").read_text())["pretext"]
     held_out = [r for r in Store(tiny_store).records if r.split == "test" and r.has_audio]
     assert pretext["clips"] == len(held_out) and pretext["chance"] == pytest.approx(
         1 / len(held_out)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
+from ruamel.yaml import YAML
 
 from stica.train.tracking import ENV_SWITCH, Tracker, dvclive_enabled
 
-PARAMS = {"lr": 0.1, "model": {"width": 4}, "milestones": (6, 10)}
+PARAMS = {"lr": 0.1, "weight_decay": 1e-05, "model": {"width": 4}, "milestones": (6, 10)}
 
 
 def _run(folder, use_dvclive, steps=range(1, 5), resume_step=None):
@@ -55,8 +55,9 @@ def test_layout(tmp_path, use_dvclive):
         "3\t0.3333333333333333",
         "4\t0.25",
     ]
-    assert yaml.safe_load(files["params.yaml"]) == {
+    assert YAML(typ="safe").load(files["params.yaml"]) == {
         "lr": 0.1,
+        "weight_decay": 1e-05,
         "model": {"width": 4},
         "milestones": [6, 10],
     }
@@ -72,7 +73,7 @@ def test_both_backends_write_the_same_files(tmp_path):
         if name.endswith(".json"):
             assert json.loads(a[name]) == json.loads(b[name])
         elif name.endswith(".yaml"):
-            assert yaml.safe_load(a[name]) == yaml.safe_load(b[name])
+            assert YAML(typ="safe").load(a[name]) == YAML(typ="safe").load(b[name])
         else:
             assert a[name] == b[name], name
 
