@@ -52,7 +52,7 @@ def audio_eval(store, ckpt, out, baseline, params_path, overrides):
         "random_init": random_init,
         "manifest_hash": result["manifest_hash"],
     }
-    write_metrics(out, metrics, ("top1",))
+    write_metrics(out, metrics, {"top1": "top1"})
     line = f"audio top-1 {pretrained['top1']:.4f}"
     if random_init:
         line += f" (random init {random_init['top1']:.4f})"

@@ -12,7 +12,11 @@ from stica.logs import setup_logging
 
 # what `dvc metrics show` lists (the losses are the live log's metrics.json); the rest of the
 # summary goes to the provenance record
-PRETRAIN_METRICS = ("pretrain.steps", "pretrain.seconds", "pretrain.stopped_at_step")
+PRETRAIN_METRICS = {
+    "steps": "pretrain.steps",
+    "seconds": "pretrain.seconds",
+    "stopped_at_step": "pretrain.stopped_at_step",
+}
 
 
 @click.command()

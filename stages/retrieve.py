@@ -178,7 +178,7 @@ def retrieve(
 
         retrieval_gallery(gallery, *gallery_frames, class_names=fs.class_names)
         log.info(f"gallery: {gallery}")
-    write_metrics(out_path, metrics, ("recall",))
+    write_metrics(out_path, metrics, {name: f"recall.{name}" for name in metrics["recall"]})
     log.info(f"metrics: {out_path}")
 
 

@@ -14,7 +14,7 @@ import math
 import os
 import platform
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,26 +97,24 @@ def provenance_path(path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.provenance.json")
 
 
-def numbers_of(record: Mapping[str, Any], keep: Sequence[str]) -> dict[str, Any]:
-    """The entries ``keep`` (dotted paths; absent ones skipped) of ``record``, same nesting.
+def numbers_of(record: Mapping[str, Any], keep: Mapping[str, str]) -> dict[str, Any]:
+    """``{name: the entry of record at dotted path}`` for each ``name: path`` of ``keep``
+    (absent paths skipped), in ``keep``'s order.
 
     Every leaf kept must be a number (or null, e.g. a ratio over a zero baseline): strings,
-    booleans and lists would become columns of ``dvc metrics show`` that nobody compares.
+    booleans and lists would become columns of ``dvc metrics show`` that nobody compares. Short
+    names shared across files (``top1``, ``seconds``) share their columns there.
     """
     out: dict[str, Any] = {}
-    for dotted in keep:
+    for name, dotted in keep.items():
         node: Any = record
-        parts = dotted.split(".")
-        for part in parts:
+        for part in dotted.split("."):
             if not isinstance(node, Mapping) or part not in node:
                 break
             node = node[part]
         else:
             _check_numbers(node, dotted)
-            target = out
-            for part in parts[:-1]:
-                target = target.setdefault(part, {})
-            target[parts[-1]] = node
+            out[name] = node
     return out
 
 
@@ -130,9 +128,9 @@ def _check_numbers(value: Any, where: str) -> None:
         raise ValueError(f"metric {where} is not a number: {value!r}")
 
 
-def write_metrics(path: str | Path, record: Mapping[str, Any], keep: Sequence[str]) -> Path:
-    """Write the numbers ``keep`` of ``record`` to ``path`` and the whole record, with the
-    environment, to :func:`provenance_path` (``path``)."""
+def write_metrics(path: str | Path, record: Mapping[str, Any], keep: Mapping[str, str]) -> Path:
+    """Write the numbers ``keep`` (name -> dotted path) of ``record`` to ``path``, and the whole
+    record with the environment to :func:`provenance_path` (``path``)."""
     numbers = numbers_of(record, keep)
     write_json(provenance_path(path), {**record, "environment": environment()})
     return write_json(path, numbers)

@@ -71,14 +71,8 @@ class Tracker:
         self.live = None
         self.backend = "files"
         if dvclive_enabled() if use_dvclive is None else use_dvclive:
-            from dvclive import Live
-
-            # dvcyaml=False: the pipeline's dvc.yaml declares these files; save_dvc_exp=False:
-            # a run outside `dvc exp run` must not create experiments behind the user's back
-            self.live = Live(
-                str(self.folder), resume=resume, save_dvc_exp=False, dvcyaml=False, report=None
-            )
-            self.live.log_params(_plain(params))
+            self.live = _start_dvclive(self.folder, params, resume)
+        if self.live is not None:
             self.backend = "dvclive"
         else:
             self._summary: dict[str, Any] = (
@@ -119,6 +113,23 @@ class Tracker:
         if self.live is not None:
             self.live.end()
             self.live = None
+
+
+def _start_dvclive(folder: Path, params: Mapping[str, Any], resume: bool) -> Any:
+    """A DVCLive logger, or None (with a warning) where it cannot start: tracking must never
+    stop a training run (e.g. dvclive 3.49 raises in a git repository without commits)."""
+    from dvclive import Live
+
+    try:
+        # dvcyaml=False: the pipeline's dvc.yaml declares these files; save_dvc_exp=False: a run
+        # outside `dvc exp run` must not create experiments behind the user's back
+        live = Live(str(folder), resume=resume, save_dvc_exp=False, dvcyaml=False, report=None)
+        live.log_params(_plain(params))
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        log.warning(f"dvclive could not start ({first}); live metrics are written without it")
+        return None
+    return live
 
 
 def _clean(folder: Path) -> None:

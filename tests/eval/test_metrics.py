@@ -41,10 +41,11 @@ def test_write_metrics_numbers_beside_the_record(tmp_path):
         "checkpoint": "models/pretrain.pt",
         "k": [1, 5],
     }
-    out = write_metrics(tmp_path / "m.json", record, ("recall", "mean.top1", "seconds", "absent"))
+    keep = {"R@1": "recall.R@1", "top1": "mean.top1", "seconds": "seconds", "x": "absent.path"}
+    out = write_metrics(tmp_path / "m.json", record, keep)
     assert json.loads(out.read_text()) == {
-        "recall": record["recall"],
-        "mean": {"top1": 0.75},
+        "R@1": record["recall"]["R@1"],
+        "top1": 0.75,
         "seconds": 12.5,
     }
     full = json.loads(provenance_path(out).read_text())
@@ -53,4 +54,4 @@ def test_write_metrics_numbers_beside_the_record(tmp_path):
     assert full["environment"]["versions"]["torch"]
     for bad in ("checkpoint", "k"):  # strings and lists are not metrics
         with pytest.raises(ValueError, match=bad):
-            write_metrics(tmp_path / "bad.json", record, (bad,))
+            write_metrics(tmp_path / "bad.json", record, {bad: bad})

@@ -424,7 +424,7 @@ def test_imported_checkpoint_works_everywhere(
 
     retrieval = tmp_path / "retrieval.json"
     _invoke("retrieve", feats, "--store", tiny_store, "--out", retrieval, *params)
-    assert "R@1" in json.loads(retrieval.read_text())["recall"]
+    assert "R@1" in json.loads(retrieval.read_text())
 
     metrics = tmp_path / "finetune.json"
     _invoke(
@@ -432,7 +432,7 @@ def test_imported_checkpoint_works_everywhere(
         *params, "--set", "epochs=1", "--set", "baseline=false", "--set", "eval_clips=1",
     )  # fmt: skip
     m = json.loads(metrics.read_text())
-    assert 0.0 <= m["mean"]["video_top1"]["pretrained"] <= 1.0
+    assert 0.0 <= m["top1"]["pretrained"] <= 1.0
 
     audio = tmp_path / "audio.json"
     _invoke("audio-eval", tiny_store, "--ckpt", ckpt, "--out", audio, *params)

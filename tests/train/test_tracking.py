@@ -96,3 +96,20 @@ def test_resume_drops_rows_after_the_checkpoint(tmp_path, use_dvclive):
 def test_switch_off(monkeypatch):
     monkeypatch.setenv(ENV_SWITCH, "0")
     assert not dvclive_enabled()
+
+
+def test_dvclive_failing_to_start_falls_back(tmp_path, monkeypatch):
+    """dvclive 3.49 raises in a git repository without commits (as `dvc repro` right after
+    `git init` has it): the run goes on with the plain writer."""
+    pytest.importorskip("dvclive")
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    (repo / ".dvc").mkdir()  # a DVC repo too, as dvclive looks for one
+    (repo / ".dvc" / "config").write_text("")
+    monkeypatch.chdir(repo)
+    tracker = _run(repo / "live", True)
+    assert tracker.backend == "files"
+    assert json.loads((repo / "live" / "metrics.json").read_text())["step"] == 4
