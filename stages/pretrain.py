@@ -10,9 +10,11 @@ from stages.common import live_option, params_options
 from stica.config import load_section
 from stica.logs import setup_logging
 
-# what `dvc metrics show` lists (the losses are the live log's metrics.json); the rest of the
-# summary goes to the provenance record
+# what `dvc metrics show` lists (the losses are the live log's metrics.json): the held-out pretext
+# top-1 (trained, initial weights, ratio) and the time; the rest goes to the provenance record
 PRETRAIN_METRICS = {
+    "a2v_top1": "pretext.audio_to_video_top1",
+    "v2a_top1": "pretext.video_to_audio_top1",
     "steps": "pretrain.steps",
     "seconds": "pretrain.seconds",
     "stopped_at_step": "pretrain.stopped_at_step",

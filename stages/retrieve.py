@@ -178,7 +178,8 @@ def retrieve(
 
         retrieval_gallery(gallery, *gallery_frames, class_names=fs.class_names)
         log.info(f"gallery: {gallery}")
-    write_metrics(out_path, metrics, {name: f"recall.{name}" for name in metrics["recall"]})
+    numbers = {name: f"recall.{name}" for name in metrics["recall"]}
+    write_metrics(out_path, metrics, {**numbers, "linear_top1": "probes.video.linear top-1"})
     log.info(f"metrics: {out_path}")
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from stica.config import PretrainConfig
-from stica.data.audio import LogMel
+from stica.data.audio import build_frontend
 from stica.data.augment import EvalTransform
 from stica.data.clips import ClipReader
 from stica.data.store import Store, VideoRecord
@@ -56,7 +56,7 @@ def pretext_accuracy(
     was_training = model.training
     model.eval()
     transform = EvalTransform.from_config(config.augment)
-    logmel = LogMel.from_config(config.audio).to(device)
+    logmel = build_frontend(config.audio).to(device)
     reader = ClipReader(store)
     seconds = config.num_frames / store.meta.fps
     zv, za = [], []

@@ -52,7 +52,7 @@ from stica.train.tracking import Tracker
 log = get_logger("pretrain")
 
 # per-step metrics of the live log (DVCLive layout: dvc plots / dvc exp show)
-LIVE_METRICS = ("loss", "loss_va", "loss_vv", "lr", "n_vv_terms", "step_seconds")
+LIVE_METRICS = ("loss", "loss_va", "loss_vv", "lr", "n_vv_terms")
 
 
 def resume_path(out: Path) -> Path:
@@ -340,7 +340,6 @@ def _pretrain(
                 pin_memory=device.type == "cuda",
             )
             for batch in loader:
-                t0 = time.time()
                 gen = torch.Generator().manual_seed(sample_seed(config.seed, state.step, rank))
                 # torch's global generators (dropout) restart every step too: a resumed run
                 # creates one more DataLoader iterator, and each one consumes a global draw
@@ -371,12 +370,7 @@ def _pretrain(
                     for k in ("loss", "loss_va", "loss_vv")
                 }
                 if tracker is not None:
-                    row = {
-                        **last,
-                        "lr": lr,
-                        "n_vv_terms": int(losses["n_vv_terms"]),
-                        "step_seconds": round(time.time() - t0, 4),
-                    }
+                    row = {**last, "lr": lr, "n_vv_terms": int(losses["n_vv_terms"])}
                     tracker.log(state.step, {k: row[k] for k in LIVE_METRICS})
                 if stop or (max_steps is not None and state.step >= max_steps):
                     break

@@ -50,7 +50,11 @@ def test_retrieve_writes_metrics_with_baseline(tmp_path, kargs):
     result = _invoke([str(feats), *kargs, "--random-features", str(rand), "--out", str(out)])
     assert result.exit_code == 0, result.output
     m = json.loads(provenance_path(out).read_text())
-    assert json.loads(out.read_text()) == m["recall"]  # dvc metrics show: the numbers only
+    # dvc metrics show: the numbers only
+    assert json.loads(out.read_text()) == {
+        **m["recall"],
+        "linear_top1": m["probes"]["video"]["linear top-1"],
+    }
     assert m["k"] == [1, 5, 20]
     assert m["recall"]["R@1"]["pretrained"] == 1.0
     base = m["recall"]["R@1"]["random_init"]
@@ -74,7 +78,7 @@ def test_k_defaults_come_from_params(tmp_path):
     out = tmp_path / "r.json"
     result = _invoke([str(feats), "--out", str(out), "--params", str(params)])
     assert result.exit_code == 0, result.output
-    m = json.loads(out.read_text())
+    m = json.loads(provenance_path(out).read_text())
     assert list(m["recall"]) == ["R@2", "R@3"] and "random_init" not in m["recall"]["R@2"]
 
 
