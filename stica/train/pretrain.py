@@ -193,14 +193,14 @@ def pretrain(
     quick trials.
     """
     with determinism.deterministic_mode(config.deterministic, device_for_rank()):
-        return _pretrain(config, store_dir, out, log_csv, resume, max_steps)
+        return _pretrain(config, store_dir, out, live_dir, resume, max_steps)
 
 
 def _pretrain(
     config: PretrainConfig,
     store_dir: str | Path,
     out: str | Path,
-    log_csv: str | Path | None,
+    live_dir: str | Path | None,
     resume: bool,
     max_steps: int | None,
 ) -> dict[str, Any]:

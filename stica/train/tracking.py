@@ -140,13 +140,23 @@ def _clean(folder: Path) -> None:
 
 
 def _drop_rows_after(plots: Path, last_step: int) -> None:
+    """Keep the header and the complete rows of steps <= ``last_step`` (a killed run may have
+    left a half-written last line)."""
     for path in plots.rglob("*.tsv") if plots.is_dir() else ():
         with open(path, newline="") as f:
             rows = list(csv.reader(f, delimiter="\t"))
-        kept = rows[:1] + [r for r in rows[1:] if r and int(float(r[0])) <= last_step]
-        if len(kept) != len(rows):
+        kept = rows[:1] + [r for r in rows[1:] if _step_of(r) <= last_step]
+        if kept != rows or not path.read_text().endswith("\n"):
             with open(path, "w", newline="") as f:
                 csv.writer(f, delimiter="\t", lineterminator="\n").writerows(kept)
+
+
+def _step_of(row: list[str]) -> float:
+    try:
+        float(row[1])  # the value is complete too
+        return float(row[0])
+    except (IndexError, ValueError):
+        return float("inf")
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from stica.eval.features_io import read_features
+from stica.eval.metrics import provenance_path
 from stica.train.checkpoint import load_checkpoint
 from stica.train.pretrain import resume_path
 from tests.conftest import REPO_ROOT, tiny_params, write_params
@@ -37,12 +38,17 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(STICA + args, capture_output=True, text=True, timeout=300, env=ENV)
 
 
-def _rows(csv_path: Path) -> list[dict[str, str]]:
-    try:
-        with open(csv_path, newline="") as f:
-            return list(csv.DictReader(f))
-    except FileNotFoundError:
-        return []
+def _rows(live: Path) -> list[dict[str, str]]:
+    """The steps of a live log (--live): one {metric: value} per step, from its loss curves."""
+    curves = []
+    for name in ("loss", "loss_va", "loss_vv"):
+        try:
+            with open(live / "plots" / "metrics" / f"{name}.tsv", newline="") as f:
+                curves.append(list(csv.DictReader(f, delimiter="\t")))
+        except FileNotFoundError:
+            return []
+    n = min(len(c) for c in curves)
+    return [{k: v for c in curves for k, v in c[i].items()} for i in range(n)]
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +82,11 @@ def _pretrain(store: Path, params: Path, out: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def straight(demo_store, demo_params, tmp_path_factory) -> Path:
-    """An uninterrupted run: checkpoint ``straight.pt``, ``log.csv`` and ``metrics.json``."""
+    """An uninterrupted run: checkpoint ``straight.pt``, live log ``live`` and ``metrics.json``."""
     d = tmp_path_factory.mktemp("straight")
     r = _run(
         _pretrain(demo_store, demo_params, d / "straight.pt")
-        + ["--log-csv", str(d / "log.csv"), "--metrics", str(d / "metrics.json")]
+        + ["--live", str(d / "live"), "--metrics", str(d / "metrics.json")]
     )
     assert r.returncode == 0, r.stderr
     return d / "straight.pt"
@@ -101,12 +107,12 @@ def test_two_runs_with_the_same_seed_give_identical_checkpoints(
     demo_store, demo_params, straight, tmp_path
 ):
     again = tmp_path / "again.pt"
-    log_csv = tmp_path / "log.csv"
-    r = _run(_pretrain(demo_store, demo_params, again, "--log-csv", str(log_csv)))
+    log_csv = tmp_path / "live"
+    r = _run(_pretrain(demo_store, demo_params, again, "--live", str(log_csv)))
     assert r.returncode == 0, r.stderr
     _assert_same_training_state(straight, again)
     losses = ("loss", "loss_va", "loss_vv")
-    first = [[row[k] for k in losses] for row in _rows(straight.parent / "log.csv")]
+    first = [[row[k] for k in losses] for row in _rows(straight.parent / "live")]
     assert first == [[row[k] for k in losses] for row in _rows(log_csv)]
 
     # it trained (weights moved from the seed's initialisation) at the demo's sizes, threaded
@@ -121,15 +127,15 @@ def test_two_runs_with_the_same_seed_give_identical_checkpoints(
     demo_model = load_section("pretrain", REPO_ROOT / "params.yaml").model
     assert ckpt["model_config"] == dataclasses.asdict(demo_model)
     assert ckpt["determinism"] == {"deterministic": True, "cpu_threads": THREADS, "device": "cpu"}
-    metrics = (straight.parent / "metrics.json").read_text()
+    metrics = provenance_path(straight.parent / "metrics.json").read_text()
     assert '"deterministic": true' in metrics and f'"cpu_threads": {THREADS}' in metrics
 
 
 def test_sigkill_mid_epoch_then_resume_gives_the_same_weights(
     demo_store, demo_params, straight, tmp_path
 ):
-    out, log_csv = tmp_path / "killed.pt", tmp_path / "log.csv"
-    cmd = _pretrain(demo_store, demo_params, out, "--log-csv", str(log_csv))
+    out, log_csv = tmp_path / "killed.pt", tmp_path / "live"
+    cmd = _pretrain(demo_store, demo_params, out, "--live", str(log_csv))
     proc = subprocess.Popen(
         STICA + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV
     )

@@ -113,3 +113,14 @@ def test_dvclive_failing_to_start_falls_back(tmp_path, monkeypatch):
     tracker = _run(repo / "live", True)
     assert tracker.backend == "files"
     assert json.loads((repo / "live" / "metrics.json").read_text())["step"] == 4
+
+
+def test_resume_after_a_half_written_line(tmp_path):
+    """SIGKILL can cut the last row short: resuming drops it and appends on a fresh line."""
+    folder = tmp_path / "live"
+    _run(folder, False, steps=range(1, 4))
+    path = folder / "plots/metrics/loss.tsv"
+    path.write_text(path.read_text() + "4\t0.2")  # no value end, no newline
+    _run(folder, False, steps=range(4, 6), resume_step=3)
+    rows = path.read_text().splitlines()
+    assert rows == ["step\tloss", "1\t1.0", "2\t0.5", "3\t0.3333333333333333", "4\t0.25", "5\t0.2"]
