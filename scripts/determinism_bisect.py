@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from stica.config import load_section
-from stica.crops import embed_crops, gather_crops, sample_crops
 from stica.data.audio import LogMel, volume_jitter
 from stica.data.augment import VideoAugment
+from stica.models.crops import embed_crops, gather_crops, sample_crops
 from stica.models.stica import build_model
 
 Piece = Callable[[], dict[str, torch.Tensor]]

@@ -63,8 +63,9 @@ def finetune(
     too and the metrics put both side by side. Finished splits are reused on rerun.
     """
     from stica.errors import SticaError
+    from stica.eval import finetune as ft
     from stica.eval.metrics import write_metrics
-    from stica.train import finetune as ft
+    from stica.train.finetune import prepare
 
     config = load_section("finetune", params_path, overrides)
     if eval_only:
@@ -85,7 +86,7 @@ def finetune(
         return
     if out is None:
         raise SticaError("--out (the checkpoint folder) is required unless --eval-only")
-    plan = ft.prepare(config, store, ckpt, tuple(splits))
+    plan = prepare(config, store, ckpt, tuple(splits))
     out = Path(out)
     setup_logging(out.with_name(f"{out.name}.log"))
     summary = ft.run_finetune(plan, out, plots_dir=plots_dir, live_dir=live_dir)

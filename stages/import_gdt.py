@@ -36,7 +36,7 @@ def import_gdt(src, out, sha256, allow_missing, cache_dir, params_path, override
         stica import-gdt https://dl.fbaipublicfiles.com/GDT/gdt_K400.pth --out models/gdt_k400.pt
     """
     from stica.download import fetch
-    from stica.train.checkpoint import save_checkpoint
+    from stica.train.checkpoint import load_pretrained, save_checkpoint
     from stica.train.import_gdt import describe
     from stica.train.import_gdt import import_gdt as run
 
@@ -54,10 +54,19 @@ def import_gdt(src, out, sha256, allow_missing, cache_dir, params_path, override
         allow_missing=tuple(allow_missing),
     )
     save_checkpoint(out, payload)
-    prov = payload["provenance"]
+    # the output as every later stage reads it: strictly, typed
+    _, config, provenance = load_pretrained(out)
+    prov = provenance.imported
     click.echo(
         f"imported {prov['tensors_imported']} tensors (epoch {prov['epoch']}) -> {out}; "
         f"{describe(prov)}"
+    )
+    click.echo(
+        f"clips of {config.num_frames} frames at {provenance.fps:g} fps, "
+        f"{config.augment.crop_size} px crops (evaluated at {config.augment.eval_short_side} px), "
+        f"audio {config.audio.frontend} at {config.audio.sample_rate} Hz: preprocess stores "
+        f"with fps {provenance.fps:g}, short_side >= {config.augment.eval_short_side}, "
+        f"sample_rate {config.audio.sample_rate}"
     )
     for part, reason in prov["not_imported"].items():
         click.echo(f"  {part} not imported: {reason}")

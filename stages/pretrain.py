@@ -58,6 +58,6 @@ def pretrain(store, out, live_dir, metrics, resume, max_steps, params_path, over
         config, store, out, live_dir=live_dir, resume=resume, max_steps=max_steps
     )
     if metrics and dist.is_main_process():
-        pretext = pretext_report(config, store, out) if Path(out).exists() else None
+        pretext = pretext_report(store, out) if Path(out).exists() else None
         write_metrics(metrics, {"pretrain": summary, "pretext": pretext}, PRETRAIN_METRICS)
     dist.cleanup()

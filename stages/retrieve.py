@@ -6,15 +6,10 @@ import re
 from pathlib import Path
 
 import click
-import numpy as np
 
 from stages.common import params_options
 from stica.config import load_section
-from stica.errors import SticaError
 
-GALLERY_NEIGHBOURS = 5  # top-5 neighbours per query in the PNG, as the issue asks
-PLACEHOLDER_SHAPE = (96, 128, 3)  # (H, W, 3) blank cell for records without frames
-PLACEHOLDER_GREY = 200
 _INT_LIST = re.compile(r"^\d+(,\d+)*,?$")
 
 
@@ -109,120 +104,14 @@ def retrieve(
     recall@k and the video-level linear probe; everything else (the other probes, the manifest
     hash, paths, library versions, hardware) goes to the provenance record beside it.
     """
-    from stica.eval.features_io import check_same_manifest, check_same_videos, read_features
-    from stica.eval.metrics import baseline_block, write_metrics
-    from stica.eval.probes import feature_probes
-    from stica.eval.retrieval import check_ks, evaluate_retrieval
+    from stica.eval.metrics import write_metrics
+    from stica.eval.retrieval_report import retrieve as run
     from stica.logs import setup_logging
 
     cfg = load_section("retrieve", params_path, overrides)
-    ks = tuple(ks) or cfg.k
     out_path = Path(out)
     log = setup_logging(out_path.parent / "retrieve.log")
-
-    fs = read_features(features)
-    baseline = None
-    if random_features is not None:
-        baseline = read_features(random_features)
-        check_same_videos(fs, baseline)
-    store_obj = None
-    if store is not None or gallery is not None:
-        store_obj = _open_store(store or fs.store)
-        check_same_manifest(fs, _manifest_hash(store_obj), f"store {store or fs.store}")
-    check_ks(ks, int(fs.mask("train").sum()))
-
-    result = evaluate_retrieval(fs, ks)
-    base_result = evaluate_retrieval(baseline, ks) if baseline is not None else None
-    for k in sorted(result.recall):
-        line = f"R@{k}: {result.recall[k]:.3f}"
-        if base_result is not None:
-            line += f" (random init {base_result.recall[k]:.3f})"
-        log.info(line)
-
-    probes = feature_probes(fs, cfg.knn_k, cfg.linear_c)
-    base_probes = feature_probes(baseline, cfg.knn_k, cfg.linear_c) if baseline else None
-    for level, values in probes.items():
-        for name, value in values.items():
-            line = f"{level} {name}: {value:.3f}"
-            if base_probes is not None:
-                line += f" (random init {base_probes[level][name]:.3f})"
-            log.info(line)
-
-    gallery_frames = None
-    if gallery is not None:
-        gallery_frames = _gallery_frames(fs, result, store_obj, cfg.gallery_queries)
-
-    metrics = {
-        "recall": baseline_block(
-            {f"R@{k}": v for k, v in result.recall.items()},
-            None if base_result is None else {f"R@{k}": v for k, v in base_result.recall.items()},
-        ),
-        "probes": {
-            level: baseline_block(values, None if base_probes is None else base_probes[level])
-            for level, values in probes.items()
-        },
-        "k": list(sorted(result.recall)),
-        "num_queries": result.num_queries,
-        "num_gallery": result.num_gallery,
-        "manifest_hash": fs.manifest_hash,
-        "features": str(features),
-        "checkpoint": fs.checkpoint,
-        "random_features": None if baseline is None else str(random_features),
-        "random_checkpoint": None if baseline is None else baseline.checkpoint,
-        "index": "faiss.IndexFlatIP (exact inner product)"
-        + (" on GPU" if result.on_gpu else " on CPU"),
-        "ties": "equal scores ordered by increasing train-video index",
-    }
-    if gallery_frames is not None:
-        from stica.eval.plots import retrieval_gallery
-
-        retrieval_gallery(gallery, *gallery_frames, class_names=fs.class_names)
-        log.info(f"gallery: {gallery}")
+    metrics = run(features, cfg, tuple(ks), random_features, store, gallery)
     numbers = {name: f"recall.{name}" for name in metrics["recall"]}
     write_metrics(out_path, metrics, {**numbers, "linear_top1": "probes.video.linear top-1"})
     log.info(f"metrics: {out_path}")
-
-
-def _open_store(path: str):
-    from stica.data.store import Store
-
-    if not Path(path).exists():
-        raise SticaError(f"store not found: {path} (needed for --store / --gallery)")
-    return Store(path)
-
-
-def _manifest_hash(store) -> str:
-    value = store.manifest_hash  # a method on stica.data.store.Store
-    return value() if callable(value) else value
-
-
-def _gallery_frames(fs, result, store, num_queries: int):
-    """Middle frames of evenly spaced test queries and of their top neighbours, read from the store."""
-    from stica.data.clips import ClipReader
-
-    test_rows = np.flatnonzero(fs.mask("test"))
-    train_rows = np.flatnonzero(fs.mask("train"))
-    picks = np.unique(np.linspace(0, len(test_rows) - 1, min(num_queries, len(test_rows))).round())
-    picks = picks.astype(int)
-    top = min(GALLERY_NEIGHBOURS, result.neighbours.shape[1])
-    reader = ClipReader(store)
-    cache: dict[str, np.ndarray] = {}
-
-    def middle_frame(video_id: str) -> np.ndarray:
-        if video_id not in cache:
-            duration = store.get(video_id).duration
-            cache[video_id] = np.asarray(
-                reader.read(video_id, duration / 2, num_frames=1).frames[0]
-            )
-        return cache[video_id]
-
-    query_frames = [middle_frame(fs.video_ids[test_rows[q]]) for q in picks]
-    neighbour_rows = train_rows[result.neighbours[picks, :top]]  # (Qg, top) rows of the file
-    neighbour_frames = [[middle_frame(fs.video_ids[r]) for r in row] for row in neighbour_rows]
-    return (
-        query_frames,
-        neighbour_frames,
-        result.hits[picks, :top],
-        fs.labels[test_rows[picks]],
-        fs.labels[neighbour_rows],
-    )

@@ -322,7 +322,7 @@ def bench_crop_path(
 ) -> dict[str, Any]:
     """Forward + backward of the paper-best feature crops: one batched call per crop shape vs a
     Python loop over crops and samples (the naive implementation)."""
-    from stica.crops import embed_crops, embed_crops_loop, sample_crops
+    from stica.models.crops import embed_crops, embed_crops_loop, sample_crops
     from stica.models.stica import build_model
 
     # eval mode: the per-crop loop feeds the heads one row at a time, which training-mode

@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 import yaml
 
 from stica.errors import SticaError
+from stica.models import dims
 
 T = TypeVar("T")
 
@@ -101,11 +102,6 @@ class PreprocessConfig:
 
 # --- model (owner: models) ---------------------------------------------------------------
 
-# Channel width of the trunks' last block, by trunk kind ("small" trunks scale with ``width``).
-VIDEO_TRUNK_DIMS = {"r2plus1d_18": 512}
-AUDIO_TRUNK_DIMS = {"resnet9": 512}
-SMALL_TRUNK_WIDTH_MULTIPLIER = 8  # small trunks: width, 2w, 4w, 8w channels
-
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -134,12 +130,12 @@ class ModelConfig:
     @property
     def video_dim(self) -> int:
         """D, the channels of the video trunk's map (the pooled feature size)."""
-        return VIDEO_TRUNK_DIMS.get(self.video_trunk, SMALL_TRUNK_WIDTH_MULTIPLIER * self.width)
+        return dims.video_dim(self.video_trunk, self.width)
 
     @property
     def audio_dim(self) -> int:
         """Channels of the audio trunk's last map (the pooled audio feature size)."""
-        return AUDIO_TRUNK_DIMS.get(self.audio_trunk, SMALL_TRUNK_WIDTH_MULTIPLIER * self.width)
+        return dims.audio_dim(self.audio_trunk, self.width)
 
     def __post_init__(self) -> None:
         p = "pretrain.model"
@@ -423,8 +419,6 @@ class PretrainConfig:
 
     def _check_official_pairs(self) -> None:
         """The released code's pairs need medium crops to compare small crops with (<= 2 each)."""
-        from stica.losses.feature_crops import official_terms  # losses import no config
-
         crops = self.crops
         for dim in ("space", "time"):
             medium, small = getattr(crops, f"{dim}_medium"), getattr(crops, f"{dim}_small")
@@ -441,11 +435,23 @@ class PretrainConfig:
                 f"needs 'pretrain.crops.{dim}_medium' >= 1",
             )
         _check(
-            len(official_terms(dataclasses.asdict(crops))) > 0,
+            official_term_count(dataclasses.asdict(crops)) > 0,
             "pretrain.crops",
             "give no within-modal term with 'vv_pairs: official' (needs 2 medium crops, or small "
             "and medium crops, in space or time)",
         )
+
+
+def official_term_count(counts: typing.Mapping[str, int]) -> int:
+    """How many within-modal terms the released code's pairs make of these crop counts: per
+    dimension, one for 2 medium crops plus one per (small, medium) pair. The pairs themselves are
+    :func:`stica.losses.feature_crops.official_terms` (a test checks that both agree); counted
+    here so that the params do not import the losses (and torch)."""
+    total = 0
+    for dim in ("space", "time"):
+        medium, small = counts.get(f"{dim}_medium", 0), counts.get(f"{dim}_small", 0)
+        total += (medium == 2) + medium * small
+    return total
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""``torch.distributed`` helpers with single-process fallbacks.
+"""Process helpers: ``torch.distributed`` with single-process fallbacks, the device of this
+process, and stop requests by signal.
 
 Processes are launched by ``torchrun`` (one or many nodes, the same command); there is no home-made
 launcher. Every helper works unchanged in a plain single process: rank 0 of a world of size 1.
@@ -8,6 +9,9 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -35,6 +39,14 @@ def world_size() -> int:
 def local_rank() -> int:
     """Rank on this node, from torchrun's ``LOCAL_RANK`` (0 when absent)."""
     return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def device() -> torch.device:
+    """This process's device: GPU ``LOCAL_RANK`` (0 outside torchrun) when CUDA is available,
+    else the CPU. Every stage runs on it; code that receives tensors uses their device instead."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank())
+    return torch.device("cpu")
 
 
 def is_main_process() -> bool:
@@ -146,3 +158,26 @@ def cleanup() -> None:
     """Destroy the default process group if one exists."""
     if is_distributed():
         dist.destroy_process_group()
+
+
+class StopRequested:
+    """SIGTERM/SIGINT set a flag; a training loop checks it, checkpoints after the current step
+    and exits with ``128 + signal`` (SLURM's pre-emption and Ctrl-C lose no finished step)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+    @contextmanager
+    def installed(self) -> Iterator[StopRequested]:
+        def handler(signum, frame):  # noqa: ARG001
+            self.signal = signum
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from stica.config import ConfigError, FeatureCropConfig, ModelConfig
-from stica.crops import (
+from stica.errors import SticaError
+from stica.models.crops import (
     GROUPS,
     crop_sizes,
     embed_crops,
@@ -14,8 +15,7 @@ from stica.crops import (
     gather_crops,
     sample_crops,
 )
-from stica.errors import SticaError
-from stica.models import SticaModel
+from stica.models.stica import SticaModel
 
 PAPER_CROPS = FeatureCropConfig(2, 6, 4, 4, 2, 3, 1, 2)  # space 2x6^2 + 4x4^2, time 2x3 + 1x2
 CROPS_4x4x4 = FeatureCropConfig(2, 3, 4, 2, 2, 3, 1, 2)  # the same plan scaled to a 4x4x4 map

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from stica.config import FeatureCropConfig
-from stica.crops import gather_crops, sample_crops
 from stica.determinism import deterministic_mode, record, take_rows
+from stica.models.crops import gather_crops, sample_crops
 
 
 @pytest.fixture

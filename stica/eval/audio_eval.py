@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stica.config import AudioConfig, AudioEvalConfig, PretrainConfig, from_dict
+from stica import dist
+from stica.config import AudioEvalConfig, PretrainConfig
 from stica.data.audio import build_frontend
 from stica.data.clips import ClipReader
 from stica.data.datasets import uniform_starts
@@ -22,7 +23,7 @@ from stica.data.store import Store, VideoRecord
 from stica.errors import SticaError
 from stica.eval.audio_linear import evaluate_folds, pool_activations
 from stica.logs import get_logger
-from stica.train.checkpoint import load_encoder
+from stica.train.checkpoint import Pretrained, load_encoder, random_init
 
 log = get_logger("audio_eval")
 
@@ -93,16 +94,14 @@ def audio_eval(
     records = [r for r in records if sample_fold(r, protocol)]
     if not records:
         raise SticaError(f"{store.root}: no labelled samples with audio for audio-eval")
+    pretrained = load_encoder(ckpt, random_config, seed=config.seed)
+    pretrained.check_store(store, video=False)
     reader = ClipReader(store)
-    model, info = load_encoder(ckpt, random_config, seed=config.seed)
-    results = {"pretrained": _probe(model, info, reader, records, protocol, config)}
+    results = {"pretrained": _probe(pretrained, reader, records, protocol, config)}
     if baseline:
-        random_model, random_info = load_encoder(
-            "random", _config_of(info["params"], random_config), seed=config.seed
-        )
-        results["random_init"] = _probe(
-            random_model, random_info, reader, records, protocol, config
-        )
+        # the same architecture and front end as the checkpoint's
+        random_model = random_init(pretrained.config, seed=config.seed)
+        results["random_init"] = _probe(random_model, reader, records, protocol, config)
     reader.close()
     return {
         "protocol": {
@@ -111,25 +110,17 @@ def audio_eval(
             "subclip_seconds": protocol.seconds,
         },
         "samples": len(records),
-        "checkpoint": info["checkpoint"],
+        "checkpoint": pretrained.provenance.checkpoint,
         "manifest_hash": store.manifest_hash(),
         **results,
     }
 
 
-def _config_of(params: dict[str, Any], fallback: PretrainConfig) -> PretrainConfig:
-    """The pretrain config a checkpoint was made with (for a same-architecture random model)."""
-    try:
-        return from_dict(PretrainConfig, params, prefix="pretrain")
-    except SticaError:
-        return fallback
-
-
-def _probe(model, info, reader, records, protocol, config: AudioEvalConfig) -> dict[str, Any]:
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    model.eval().to(device)
-    audio_cfg = from_dict(AudioConfig, info["params"]["audio"], prefix="pretrain.audio")
-    logmel = build_frontend(audio_cfg).to(device)
+def _probe(
+    pretrained: Pretrained, reader, records, protocol, config: AudioEvalConfig
+) -> dict[str, Any]:
+    model = pretrained.model.eval().to(dist.device())
+    logmel = build_frontend(pretrained.config.audio).to(dist.device())
     before = {k: v.detach().clone() for k, v in model.audio_trunk.state_dict().items()}
     features = audio_activations(model, logmel, reader, records, protocol)
     n = protocol.subclips
@@ -154,7 +145,9 @@ def _probe(model, info, reader, records, protocol, config: AudioEvalConfig) -> d
     changed = [k for k, v in before.items() if not torch.equal(v, after[k].detach())]
     if changed:
         raise RuntimeError(f"audio trunk weights changed during the linear probe: {changed[0]}")
-    log.info(f"{info['checkpoint']}: top-1 {result.mean:.4f} over folds {list(result.per_fold)}")
+    log.info(
+        f"{pretrained.provenance.checkpoint}: top-1 {result.mean:.4f} over folds {list(result.per_fold)}"
+    )
     return {
         "top1": result.mean,
         "per_fold": result.per_fold,

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from stica.config import (
     AudioEvalConfig,
@@ -48,7 +47,9 @@ def supervised_upper_bound(
     """Train the randomly initialised video trunk + pooling + a linear classifier with labels on
     pretraining's budget (its epochs and batch; finetuning's lr schedule stretched to it) and
     score it as finetuning does (split 1)."""
-    from stica.train.finetune import StopRequested, _train, evaluate, prepare
+    from stica import dist
+    from stica.eval.finetune import evaluate
+    from stica.train.finetune import prepare, train_split
 
     epochs = pretrain_config.epochs
     config = dataclasses.replace(
@@ -65,9 +66,14 @@ def supervised_upper_bound(
     plan = prepare(config, store_dir, ckpt)
     init = next(i for i in plan.inits if i.name == "random_init")
     data = plan.splits[0]
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    model, _ = _train(
-        plan, data, init, work / "supervised.state", {"seed": config.seed}, device, StopRequested()
+    model, _ = train_split(
+        plan,
+        data,
+        init,
+        work / "supervised.state",
+        {"seed": config.seed},
+        dist.device(),
+        dist.StopRequested(),
     )
     result = evaluate(
         model,
@@ -96,10 +102,11 @@ def run_seed(
     from stica.eval.audio_eval import audio_eval
     from stica.eval.features import extract_features
     from stica.eval.features_io import read_features
+    from stica.eval.finetune import run_finetune
     from stica.eval.pretext import pretext_report
     from stica.eval.probes import feature_probes
     from stica.eval.retrieval import evaluate_retrieval
-    from stica.train.finetune import prepare, run_finetune
+    from stica.train.finetune import prepare
     from stica.train.pretrain import pretrain
 
     work.mkdir(parents=True, exist_ok=True)
@@ -115,7 +122,7 @@ def run_seed(
     if not ckpt.exists():
         pretrain(pre, store_dir, ckpt)
     out["pretrain seconds"] = {"pretrained": time.time() - started}
-    pretext = pretext_report(pre, store_dir, ckpt)
+    pretext = pretext_report(store_dir, ckpt)
     for key in ("audio_to_video_top1", "video_to_audio_top1"):
         if key in pretext:
             out[f"pretext {key}"] = {

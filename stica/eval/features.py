@@ -1,6 +1,8 @@
 """Per-video features for retrieval (paper sec. 4.3): 10 uniformly spaced clips per video, the last
 residual block's map max-pooled, averaged over the clips, L2-normalised; audio likewise from the
-audio trunk where the video has audio.
+audio trunk where the video has audio. Clip length, crop, normalisation and audio front end are the
+checkpoint's own (:func:`~stica.train.checkpoint.load_pretrained`), and the store must match its
+fps, frame size and sample rate.
 
 Resumable: the features of finished chunks of videos are kept in a partial file beside the output
 (with a fingerprint of the inputs), so a killed run continues from its last finished chunk.
@@ -16,14 +18,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from stica.config import (
-    AudioConfig,
-    AugmentConfig,
-    FeaturesConfig,
-    PretrainConfig,
-    from_dict,
-    to_dict,
-)
+from stica import dist
+from stica.config import FeaturesConfig, PretrainConfig, to_dict
 from stica.data.audio import build_frontend
 from stica.data.augment import EvalTransform
 from stica.data.datasets import UniformClips
@@ -41,10 +37,6 @@ def partial_path(out: Path) -> Path:
     return out.with_name(f".{out.name}.partial")
 
 
-def _device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
 @torch.no_grad()
 def extract_features(
     store_dir: str | Path,
@@ -58,7 +50,7 @@ def extract_features(
     Always deterministic: forward only, it costs nothing on CPU, and on GPU the per-video sums
     (``index_add_``) and cuDNN need torch's deterministic mode.
     """
-    with deterministic_mode(True, _device()):
+    with deterministic_mode(True, dist.device()):
         return _extract_features(store_dir, ckpt, config, random_config, out)
 
 
@@ -74,18 +66,17 @@ def _extract_features(
     records = [r for r in store.records if r.num_frames > 0]
     if not records:
         raise SticaError(f"{store.root}: no videos with frames to extract features from")
-    model, info = load_encoder(ckpt, random_config, seed=config.seed)
-    params = info["params"]
-    augment = from_dict(AugmentConfig, params["augment"], prefix="pretrain.augment")
-    audio_cfg = from_dict(AudioConfig, params["audio"], prefix="pretrain.audio")
-    num_frames = int(params["num_frames"])
-    device = _device()
+    encoder = load_encoder(ckpt, random_config, seed=config.seed)
+    encoder.check_store(store)
+    model, made_with, provenance = encoder  # made_with: the params of the model's clips
+    num_frames = made_with.num_frames
+    device = dist.device()
     model.eval().to(device)
-    transform = EvalTransform.from_config(augment)
-    logmel = build_frontend(audio_cfg).to(device)
+    transform = EvalTransform.from_config(made_with.augment)
+    logmel = build_frontend(made_with.audio).to(device)
 
     fingerprint = {
-        "checkpoint": info["checkpoint"],
+        "checkpoint": provenance.checkpoint,
         "model": _state_digest(model),
         "manifest_hash": store.manifest_hash(),
         "config": to_dict(config),
@@ -122,8 +113,8 @@ def _extract_features(
         [r.id for r in records],
         manifest_hash=store.manifest_hash(),
         store=store.root,
-        checkpoint=info["checkpoint"],
-        model_config=params["model"],
+        checkpoint=provenance.checkpoint,
+        model_config=to_dict(made_with.model),
         versions=library_versions(),
         class_names=list(store.meta.classes),
         audio_features=audio,
@@ -134,7 +125,7 @@ def _extract_features(
     return {
         "videos": len(records),
         "with_audio": int(has_audio.sum()),
-        "checkpoint": info["checkpoint"],
+        "checkpoint": provenance.checkpoint,
     }
 
 

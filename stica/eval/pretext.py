@@ -20,7 +20,9 @@ from stica.data.audio import build_frontend
 from stica.data.augment import EvalTransform
 from stica.data.clips import ClipReader
 from stica.data.store import Store, VideoRecord
+from stica.eval.metrics import baseline_block
 from stica.logs import get_logger
+from stica.train.checkpoint import load_pretrained, random_init
 
 log = get_logger("pretext")
 
@@ -80,20 +82,19 @@ def pretext_accuracy(
     }
 
 
-def pretext_report(config: PretrainConfig, store_dir: str | Path, ckpt: str | Path) -> dict:
+def pretext_report(store_dir: str | Path, ckpt: str | Path) -> dict:
     """Held-out audio-video instance matching of checkpoint ``ckpt`` next to its initial weights
-    (the random init of ``config.seed`` pretraining started from), for the metrics file."""
-    from stica.eval.metrics import baseline_block
-    from stica.train.checkpoint import load_encoder
-
+    (the random init its pretraining started from: its params' seed), for the metrics file."""
     store = Store(store_dir)
     records = held_out_records(store)
     if len(records) < 2:
         return {"clips": len(records)}
-    trained, _ = load_encoder(ckpt, None)
-    initial, _ = load_encoder("random", config, seed=config.seed)
+    trained = load_pretrained(ckpt)
+    trained.check_store(store)
+    config = trained.config
+    initial = random_init(config, seed=config.seed)
     keys = ("audio_to_video_top1", "video_to_audio_top1")
-    got = [pretext_accuracy(m, store, records, config) for m in (trained, initial)]
+    got = [pretext_accuracy(m.model, store, records, config) for m in (trained, initial)]
     block = baseline_block({k: got[0][k] for k in keys}, {k: got[1][k] for k in keys})
     log.info(
         f"pretext (held-out audio->video top-1 of {len(records)} clips): "

@@ -1,5 +1,7 @@
-"""STiCA encoders: video trunks, audio trunk, pooling, heads and the full model."""
+"""STiCA encoders: video trunks (``video``), audio trunk (``audio``), pooling, heads, feature
+crops (``crops``), the full model (``stica``), the finetuning classifier (``classifier``) and the
+trunks' feature sizes (``dims``, no torch).
 
-from stica.models.stica import SticaModel, build_model, model_config_dict
-
-__all__ = ["SticaModel", "build_model", "model_config_dict"]
+Import the modules directly: this package imports nothing on its own, so that the params
+(:mod:`stica.config`) can read ``dims`` without loading torch.
+"""

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from stica.config import SMALL_TRUNK_WIDTH_MULTIPLIER
+from stica.models.dims import SMALL_TRUNK_WIDTH_MULTIPLIER
 
 RESNET9_WIDTH = 64  # base channels of the paper's ResNet-9 (64-128-256-512)
 STAGE_STRIDES = (1, 2, 2, 2)

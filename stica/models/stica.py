@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from stica.config import FeatureCropConfig, ModelConfig, from_dict
-from stica.crops import embed_crops, sample_crops
 from stica.models.audio import build_audio_trunk
+from stica.models.crops import embed_crops, sample_crops
 from stica.models.heads import MLPHead
 from stica.models.pooling import build_pooling
 from stica.models.video import build_video_trunk

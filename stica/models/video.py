@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchvision.models.video import r2plus1d_18
 
-from stica.config import SMALL_TRUNK_WIDTH_MULTIPLIER
+from stica.models.dims import SMALL_TRUNK_WIDTH_MULTIPLIER
 
 # Small trunk geometry, (temporal, spatial) strides: the stem's conv and max-pool each halve
 # space (as a 2D ResNet's stem: the first stage then runs at 1/4 resolution, 3x cheaper on CPU

@@ -3,25 +3,36 @@
 A checkpoint is a plain dict of tensors and primitives (so ``weights_only=True`` can load it):
 
 - ``format``: ``FORMAT`` — anything else is refused;
-- ``kind``: ``"pretrain"`` or ``"finetune"``;
-- ``model_config``: the ``ModelConfig`` as a dict, so later stages rebuild the model from it;
+- ``kind``: ``"pretrain"``, ``"finetune"`` (or the resume states ``"finetune-state"``);
+- ``model_config``: the ``ModelConfig`` as a dict (equal to ``params["model"]``);
 - ``model``: the unwrapped state dict (no ``module.`` prefixes from DDP);
 - ``params``: the params section that produced it; ``versions``: library versions;
-- ``manifest_hash``: the hash of the store's manifest it was trained on;
+- ``manifest_hash``, ``store``: the store it was trained on (None for imported weights);
+- ``fps``: the frame rate of its training clips; ``short_side``: of its training store's frames;
+- ``determinism``: :func:`stica.determinism.record` of the run; ``provenance``: import-gdt's record;
 - training state for ``--resume``: ``optimizer``, ``scheduler``, ``epoch``, ``step``, ``rng``.
+
+A pretrain checkpoint is read back, typed, by :func:`load_pretrained` only (nanoGPT's
+``GPTConfig(**checkpoint['model_args'])``: the params become a
+:class:`~stica.config.PretrainConfig`, the model is built from its ``model`` section), and
+:meth:`Pretrained.check_store` refuses a store whose clips are not the inputs the model was made
+for.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
+from stica.config import PretrainConfig, from_dict, to_dict
 from stica.errors import SticaError
+from stica.models.stica import SticaModel, build_model
 
 FORMAT = "stica-checkpoint/1"
 
@@ -126,32 +137,148 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], s
     module.load_state_dict(state, strict=True)
 
 
-def load_encoder(ckpt: str | Path, random_config: Any, seed: int = 0) -> tuple[Any, dict[str, Any]]:
-    """The pretrained model of checkpoint ``ckpt``, or with ``ckpt == "random"`` a randomly
-    initialised model of ``random_config`` (a ``PretrainConfig``) seeded by ``seed``.
+# ------------------------------------------------------------------------------------------------
+# Pretrained models: the typed boundary
+# ------------------------------------------------------------------------------------------------
 
-    Returns ``(model, info)``; ``info`` has ``checkpoint``, ``params`` (the pretrain params the model
-    was made with: clip length, crop size, normalisation) and ``manifest_hash`` (None for random).
-    """
-    from stica.config import ConfigError, to_dict
-    from stica.models.stica import build_model
 
-    if str(ckpt) == "random":
-        torch.manual_seed(seed)
-        model = build_model(random_config.model)
-        return model, {
-            "checkpoint": "random",
-            "params": to_dict(random_config),
-            "manifest_hash": None,
-        }
-    payload = load_checkpoint(ckpt, kind="pretrain")
+@dataclasses.dataclass(frozen=True)
+class Provenance:
+    """Where a pretrained model's weights come from and which clips it was trained on."""
+
+    checkpoint: str  # the file, or "random" for a randomly initialised model
+    fps: float | None = None  # frame rate of the training clips (None: random init)
+    short_side: int | None = None  # of the training store's frames (None: unknown)
+    manifest_hash: str | None = None  # of the training store (None: random init, imported)
+    store: str | None = None
+    versions: dict[str, str] | None = None
+    determinism: dict[str, Any] | None = None  # stica.determinism.record of the run
+    imported: dict[str, Any] | None = None  # import-gdt's record (source, sha256, parts)
+
+
+class Pretrained(NamedTuple):
+    """``(model, config, provenance)``: a pretrain checkpoint (or a random init) read back."""
+
+    model: SticaModel
+    config: PretrainConfig  # the params the model was made with: clip, crop, audio front end
+    provenance: Provenance
+
+    def check_store(
+        self,
+        store: Any,
+        *,
+        video: bool = True,
+        audio: bool = True,
+        eval_short_side: int | None = None,
+    ) -> None:
+        """Refuse a store whose clips are not what the model was made for (one line each).
+
+        ``store`` (a :class:`~stica.data.store.Store`) is read for ``video`` and/or ``audio``:
+
+        - its fps must be the training clips' (``num_frames`` frames span a fixed time);
+        - its frames must be at least ``eval_short_side`` pixels (default: the checkpoint's
+          ``augment.eval_short_side``) on their short side: evaluation resizes the short side to
+          that size before cropping, which is a downsampling for larger frames (documented
+          resample) but would upsample smaller ones;
+        - its audio sample rate must be the front end's (``audio.sample_rate``).
+        """
+        check_store(
+            store,
+            self.config,
+            self.provenance.checkpoint,
+            fps=self.provenance.fps,
+            video=video,
+            audio=audio,
+            eval_short_side=eval_short_side,
+        )
+
+
+def check_store(
+    store: Any,
+    config: PretrainConfig,
+    source: str,
+    *,
+    fps: float | None,
+    video: bool = True,
+    audio: bool = True,
+    eval_short_side: int | None = None,
+) -> None:
+    """:meth:`Pretrained.check_store` for a model of ``config`` from ``source`` (a checkpoint
+    or the params) trained on clips at ``fps`` (None: no fps to match)."""
+    meta = store.meta
+    if video and fps is not None and abs(meta.fps - fps) > 1e-3 * fps:
+        raise CheckpointError(
+            f"{store.root}: frames at {meta.fps:g} fps, but {source} was trained on clips at "
+            f"{fps:g} fps ({config.num_frames} frames = {config.num_frames / fps:.2f} s); "
+            f"preprocess the videos with 'preprocess.fps' = {fps:g}"
+        )
+    side = eval_short_side or config.augment.eval_short_side
+    if video and meta.short_side < side:
+        raise CheckpointError(
+            f"{store.root}: frames of {meta.short_side} px on the short side, but {source} "
+            f"evaluates at {side} px ('eval_short_side'), which would upsample them; preprocess "
+            f"the videos with 'preprocess.short_side' >= {side}"
+        )
+    if audio and meta.sample_rate != config.audio.sample_rate:
+        raise CheckpointError(
+            f"{store.root}: audio at {meta.sample_rate} Hz, but {source} takes "
+            f"{config.audio.sample_rate} Hz ('pretrain.audio.sample_rate'); preprocess the "
+            f"videos with 'preprocess.sample_rate' = {config.audio.sample_rate}"
+        )
+
+
+def pretrain_config_of(params: Any, source: str | Path) -> PretrainConfig:
+    """The typed pretrain params of a checkpoint; params this version cannot read are refused."""
+    if not isinstance(params, dict):
+        raise CheckpointError(f"{source}: has no pretrain params")
     try:
-        model = build_model(payload["model_config"])
-    except ConfigError as e:
-        raise CheckpointError(f"{ckpt}: model of an unknown architecture ({e})") from None
-    load_state_strict(model, payload["model"], str(ckpt))
-    return model, {
-        "checkpoint": str(ckpt),
-        "params": payload["params"],
-        "manifest_hash": payload["manifest_hash"],
-    }
+        return from_dict(PretrainConfig, dict(params), prefix="pretrain")
+    except SticaError as e:
+        raise CheckpointError(f"{source}: pretrain params of another version ({e})") from None
+
+
+def load_pretrained(path: str | Path) -> Pretrained:
+    """The model, typed params and provenance of pretrain checkpoint ``path``.
+
+    Every reader of pretrain checkpoints comes through here: unreadable or foreign files, params
+    this version does not know and weights that do not fit the architecture are all a
+    :class:`CheckpointError` naming the file.
+    """
+    payload = load_checkpoint(path, kind="pretrain")
+    config = pretrain_config_of(payload.get("params"), path)
+    if payload.get("model_config") != to_dict(config.model):
+        raise CheckpointError(f"{path}: its model_config and its params' model section differ")
+    model = build_model(config.model)
+    load_state_strict(model, payload["model"], str(path))
+    fps = payload.get("fps")
+    short_side = payload.get("short_side")
+    provenance = Provenance(
+        checkpoint=str(path),
+        fps=float(fps) if fps is not None else None,
+        short_side=int(short_side) if short_side is not None else None,
+        manifest_hash=payload.get("manifest_hash"),
+        store=payload.get("store"),
+        versions=payload.get("versions"),
+        determinism=payload.get("determinism"),
+        imported=payload.get("provenance"),
+    )
+    return Pretrained(model, config, provenance)
+
+
+def random_init(config: PretrainConfig, seed: int) -> Pretrained:
+    """A randomly initialised model of ``config``'s architecture, seeded by ``seed`` (the same
+    weights as pretraining with ``pretrain.seed = seed`` starts from)."""
+    torch.manual_seed(seed)
+    return Pretrained(build_model(config.model), config, Provenance(checkpoint="random"))
+
+
+def load_encoder(
+    ckpt: str | Path, random_config: PretrainConfig | None, seed: int = 0
+) -> Pretrained:
+    """:func:`load_pretrained` of ``ckpt``, or with ``ckpt == "random"`` :func:`random_init` of
+    ``random_config`` (the command line's ``--ckpt random``)."""
+    if str(ckpt) == "random":
+        if random_config is None:
+            raise SticaError("--ckpt random needs the pretrain params for its architecture")
+        return random_init(random_config, seed)
+    return load_pretrained(ckpt)

@@ -1,5 +1,9 @@
 """Self-supervised pretraining (paper sec. 3, SPEC Training), single process or under torchrun.
 
+Laid out as MoCo's ``main_moco.py`` / DINO's ``train_dino``: :func:`setup` (data, model,
+optimiser, schedule), :func:`restore` (the resume state), :func:`distribute` (DDP), then per epoch
+:func:`train_one_epoch` (its loader, :func:`train_step` per batch) and :func:`save` (checkpoint).
+
 One step: two clip-consistent RGB crops L1, L2 of each clip go through the video trunk in one call,
 feature crops are cut from their maps and embedded one call per crop shape, the audio trunk runs once
 on the log-mel of the same time span, and the loss is ``λ_vv·L_vv + λ_va·L_va`` (eq. 7) for the
@@ -16,11 +20,8 @@ uninterrupted one on the same machine and thread count.
 from __future__ import annotations
 
 import math
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from stica.logs import get_logger
 from stica.losses import stica_loss
 from stica.models.stica import SticaModel, build_model
 from stica.train.checkpoint import (
+    check_store,
     library_versions,
     load_checkpoint,
     load_state_strict,
@@ -64,12 +66,6 @@ def resume_path(out: Path) -> Path:
 def training_records(store: Store) -> list[VideoRecord]:
     """Pretraining uses the train split's videos that have both frames and audio."""
     return [r for r in store.records if r.split == "train" and r.has_audio and r.num_frames > 0]
-
-
-def device_for_rank() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", dist.local_rank())
-    return torch.device("cpu")
 
 
 class StepComputer:
@@ -152,30 +148,36 @@ def check_crops_fit(config: PretrainConfig, model: SticaModel) -> tuple[int, ...
 
 @dataclass
 class TrainState:
+    """Where training is: saved in every checkpoint (``epoch``, ``step``), plus what the loop
+    carries between steps (the last logged losses, consecutive skipped steps)."""
+
     epoch: int = 0
     step: int = 0
+    last: dict[str, float] = field(default_factory=dict)  # the last step's losses, all ranks
+    bad_steps: int = 0  # consecutive non-finite losses
 
 
-class StopRequested:
-    """SIGTERM/SIGINT set a flag; the loop checkpoints after the current step and exits."""
+@dataclass
+class PretrainRun:
+    """What :func:`setup` builds: the data, the model and its optimisation, for one process."""
 
-    def __init__(self) -> None:
-        self.signal: int | None = None
-
-    def __bool__(self) -> bool:
-        return self.signal is not None
-
-    @contextmanager
-    def installed(self) -> Iterator[StopRequested]:
-        def handler(signum, frame):  # noqa: ARG001
-            self.signal = signum
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield self
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
+    config: PretrainConfig
+    store: Store
+    records: list[VideoRecord]
+    dataset: RandomClips
+    device: torch.device
+    rank: int
+    world: int
+    per_rank: int  # samples per process and step
+    steps_per_epoch: int
+    model: torch.nn.Module  # the SticaModel (DDP's module once distributed)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    map_shape: tuple[int, ...]
+    params: dict[str, Any]
+    manifest_hash: str
+    reproducibility: dict[str, Any]
+    step_fn: StepComputer | None = None  # set by distribute()
 
 
 def pretrain(
@@ -192,7 +194,7 @@ def pretrain(
     DVCLive when installed). ``max_steps`` stops early (after checkpointing) — used by tests and
     quick trials.
     """
-    with determinism.deterministic_mode(config.deterministic, device_for_rank()):
+    with determinism.deterministic_mode(config.deterministic, dist.device()):
         return _pretrain(config, store_dir, out, live_dir, resume, max_steps)
 
 
@@ -205,9 +207,71 @@ def _pretrain(
     max_steps: int | None,
 ) -> dict[str, Any]:
     out = Path(out)
+    state_file = resume_path(out)
+    run = setup(config, store_dir)
+    state = restore(run, state_file) if resume else start_over(state_file)
+    distribute(run)
+    tracker = None
+    if live_dir is not None and dist.is_main_process():
+        tracker = Tracker(live_dir, run.params, resume_step=state.step or None)
+    log.info(
+        f"pretraining {config.mode}/{config.model.pooling}: {len(run.records)} videos, "
+        f"{run.steps_per_epoch} steps/epoch x {config.epochs} epochs, global batch "
+        f"{config.batch_size} on {run.world} process(es), device {run.device}, "
+        f"map {run.map_shape}"
+    )
+    started = time.time()
+    stop = dist.StopRequested()
+    with stop.installed():
+        while state.epoch < config.epochs:
+            train_one_epoch(run, state, tracker, stop, max_steps)
+            if stop or _reached(state, max_steps):
+                # an interrupted epoch is resumed from its next batch
+                if state.step == (state.epoch + 1) * run.steps_per_epoch:
+                    state.epoch += 1
+                save(run, state, state_file)
+                reason = f"signal {stop.signal}" if stop else f"max_steps={max_steps}"
+                log.info(f"stopped by {reason} at step {state.step}; checkpoint {state_file}")
+                if tracker is not None:
+                    tracker.close()
+                if stop:
+                    raise SystemExit(128 + stop.signal)
+                return {"stopped_at_step": state.step, **state.last}
+            state.epoch += 1
+            save(run, state, state_file)
+            loss = state.last.get("loss", math.nan)
+            log.info(f"epoch {state.epoch}/{config.epochs}: loss {loss:.4f}")
+    save(run, state, out, final=True)
+    if dist.is_main_process() and state_file.exists():
+        state_file.unlink()
+    if tracker is not None:
+        tracker.close()
+    return {
+        "steps": state.step,
+        "epochs": state.epoch,
+        "seconds": round(time.time() - started, 1),
+        "videos": len(run.records),
+        "world_size": run.world,
+        "determinism": run.reproducibility,
+        "final": state.last,
+    }
+
+
+def _reached(state: TrainState, max_steps: int | None) -> bool:
+    return max_steps is not None and state.step >= max_steps
+
+
+# ------------------------------------------------------------------------------------------------
+# Setup, resume, distribution
+# ------------------------------------------------------------------------------------------------
+
+
+def setup(config: PretrainConfig, store_dir: str | Path) -> PretrainRun:
+    """Check the params against the processes and the store, then build the dataset, the model
+    (initialised from ``config.seed``), the optimiser and the lr schedule."""
     dist.init_distributed()
     rank, world = dist.rank(), dist.world_size()
-    device = device_for_rank()
+    device = dist.device()
     if config.batch_size % world:
         raise SticaError(
             f"param 'pretrain.batch_size' = {config.batch_size} is not divisible by the "
@@ -220,6 +284,8 @@ def _pretrain(
             f"process on {world} processes; BatchNorm needs at least 2"
         )
     store = Store(store_dir)
+    # the store's frames and audio must suit the params' evaluation size and audio front end
+    check_store(store, config, "the pretrain params", fps=None)
     records = training_records(store)
     if len(records) < config.batch_size:
         raise SticaError(
@@ -233,7 +299,6 @@ def _pretrain(
     torch.manual_seed(config.seed)
     model = build_model(config.model).to(device)
     map_shape = check_crops_fit(config, model)
-    params = to_dict(config)
     base_lr = config.lr * config.batch_size / config.base_batch_size
     optimizer = build_optimizer(
         config.optimizer, model.parameters(), base_lr, config.momentum, config.weight_decay
@@ -249,157 +314,189 @@ def _pretrain(
             constant=config.schedule == "constant",
         ),
     )
-    state = TrainState()
-    manifest_hash = store.manifest_hash()
-    reproducibility = determinism.record(config.deterministic, device)
-    state_file = resume_path(out)
-    if resume and state_file.exists():
-        ckpt = load_checkpoint(state_file, kind="pretrain")
-        if ckpt["params"] == params and ckpt["manifest_hash"] == manifest_hash:
-            load_state_strict(model, ckpt["model"], str(state_file))
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            set_rng_state(ckpt["rng"])
-            state = TrainState(epoch=ckpt["epoch"], step=ckpt["step"])
-            log.info(f"resuming from {state_file} at epoch {state.epoch}, step {state.step}")
-            if ckpt.get("determinism") != reproducibility:
-                log.warning(
-                    f"{state_file}: written with {ckpt.get('determinism')}, resumed with "
-                    f"{reproducibility}: the weights will differ from an uninterrupted run's"
-                )
-        else:
-            log.warning(
-                f"{state_file}: params or store changed since it was written; starting over"
-            )
-    elif not resume and state_file.exists() and dist.is_main_process():
-        state_file.unlink()
+    return PretrainRun(
+        config=config,
+        store=store,
+        records=records,
+        dataset=dataset,
+        device=device,
+        rank=rank,
+        world=world,
+        per_rank=per_rank,
+        steps_per_epoch=steps_per_epoch,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        map_shape=map_shape,
+        params=to_dict(config),
+        manifest_hash=store.manifest_hash(),
+        reproducibility=determinism.record(config.deterministic, device),
+    )
 
+
+def restore(run: PretrainRun, state_file: Path) -> TrainState:
+    """Continue from ``state_file`` when it was written with the same params and store (model,
+    optimiser, schedule and RNG state); else start over."""
+    if not state_file.exists():
+        return TrainState()
+    ckpt = load_checkpoint(state_file, kind="pretrain")
+    if ckpt["params"] != run.params or ckpt["manifest_hash"] != run.manifest_hash:
+        log.warning(f"{state_file}: params or store changed since it was written; starting over")
+        return TrainState()
+    load_state_strict(run.model, ckpt["model"], str(state_file))
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    set_rng_state(ckpt["rng"])
+    state = TrainState(epoch=ckpt["epoch"], step=ckpt["step"])
+    log.info(f"resuming from {state_file} at epoch {state.epoch}, step {state.step}")
+    if ckpt.get("determinism") != run.reproducibility:
+        log.warning(
+            f"{state_file}: written with {ckpt.get('determinism')}, resumed with "
+            f"{run.reproducibility}: the weights will differ from an uninterrupted run's"
+        )
+    return state
+
+
+def start_over(state_file: Path) -> TrainState:
+    """A run without ``--resume`` drops the state an earlier run left."""
+    if state_file.exists() and dist.is_main_process():
+        state_file.unlink()
+    return TrainState()
+
+
+def distribute(run: PretrainRun) -> None:
+    """Wrap the model for the processes (DDP; SyncBatchNorm on GPUs) and build the step."""
+    model = run.model
     if dist.is_distributed():
-        if device.type == "cuda":  # SyncBatchNorm has no CPU kernels; gloo runs keep local BN
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if run.device.type == "cuda":  # SyncBatchNorm has no CPU kernels; gloo runs keep local BN
+            model = run.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ddp = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            model, device_ids=[run.device.index] if run.device.type == "cuda" else None
         )
     else:
         ddp = model
-    step_fn = StepComputer(config, ddp, device)
+    run.step_fn = StepComputer(run.config, ddp, run.device)
 
-    def payload(final: bool) -> dict[str, Any]:
-        return {
-            "kind": "pretrain",
-            "final": final,
-            "model_config": to_dict(config.model),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": state.epoch,
-            "step": state.step,
-            "rng": rng_state(),
-            "params": params,
-            "versions": library_versions(),
-            "manifest_hash": manifest_hash,
-            "store": str(store.root),
-            "fps": store.meta.fps,
-            "map_shape": list(map_shape),
-            "determinism": reproducibility,
-        }
 
-    def checkpoint(final: bool = False) -> None:
-        if dist.is_main_process():
-            save_checkpoint(out if final else state_file, payload(final))
-        dist.barrier()
+# ------------------------------------------------------------------------------------------------
+# One epoch, one step
+# ------------------------------------------------------------------------------------------------
 
-    tracker = None
-    if live_dir is not None and dist.is_main_process():
-        tracker = Tracker(live_dir, params, resume_step=state.step or None)
-    log.info(
-        f"pretraining {config.mode}/{config.model.pooling}: {len(records)} videos, "
-        f"{steps_per_epoch} steps/epoch x {config.epochs} epochs, global batch "
-        f"{config.batch_size} on {world} process(es), device {device}, map {map_shape}"
+
+def epoch_loader(run: PretrainRun, state: TrainState) -> torch.utils.data.DataLoader:
+    """This process's batches of epoch ``state.epoch``, from the one after ``state.step`` on."""
+    sampler = EpochBatchSampler(
+        len(run.dataset),
+        run.per_rank,
+        state.epoch,
+        run.config.seed,
+        run.rank,
+        run.world,
+        start_batch=state.step - state.epoch * run.steps_per_epoch,
     )
-    bad_steps = 0
-    last: dict[str, float] = {}
-    started = time.time()
-    stop = StopRequested()
-    with stop.installed():
-        while state.epoch < config.epochs:
-            model.train()
-            sampler = EpochBatchSampler(
-                len(dataset),
-                per_rank,
-                state.epoch,
-                config.seed,
-                rank,
-                world,
-                start_batch=state.step - state.epoch * steps_per_epoch,
+    return torch.utils.data.DataLoader(
+        run.dataset,
+        batch_sampler=sampler,
+        num_workers=run.config.workers,
+        pin_memory=run.device.type == "cuda",
+    )
+
+
+def train_one_epoch(
+    run: PretrainRun,
+    state: TrainState,
+    tracker: Tracker | None,
+    stop: dist.StopRequested,
+    max_steps: int | None = None,
+) -> dict[str, float]:
+    """Train on the rest of epoch ``state.epoch`` (all of it unless resumed mid-epoch), or until
+    a stop request or ``max_steps``; ``state`` advances step by step. Returns the pass's
+    ``steps``, ``samples`` (this process's clips) and wall ``seconds``."""
+    run.model.train()
+    started, steps, samples = time.perf_counter(), 0, 0
+    for batch in epoch_loader(run, state):
+        losses, lr = train_step(run, state, batch)
+        state.step += 1
+        steps += 1
+        samples += len(batch["frames"])
+        state.last = {
+            k: float(dist.all_reduce_mean(losses[k].detach().float()))
+            for k in ("loss", "loss_va", "loss_vv")
+        }
+        if tracker is not None:
+            row = {**state.last, "lr": lr, "n_vv_terms": int(losses["n_vv_terms"])}
+            tracker.log(state.step, {k: row[k] for k in LIVE_METRICS})
+        if stop or _reached(state, max_steps):
+            break
+    return {"steps": steps, "samples": samples, "seconds": time.perf_counter() - started}
+
+
+def train_step(
+    run: PretrainRun, state: TrainState, batch: dict[str, torch.Tensor]
+) -> tuple[dict[str, Any], float]:
+    """One optimisation step of step ``state.step``; returns its losses and learning rate.
+
+    A non-finite loss (on any process) skips the update; ``max_bad_steps`` in a row abort.
+    """
+    config = run.config
+    gen = torch.Generator().manual_seed(sample_seed(config.seed, state.step, run.rank))
+    # torch's global generators (dropout) restart every step too: a resumed run
+    # creates one more DataLoader iterator, and each one consumes a global draw
+    torch.manual_seed(sample_seed(config.seed, state.step, -2 - run.rank) % 2**63)
+    losses = run.step_fn(batch["frames"], batch["audio"], gen)
+    loss = losses["loss"]
+    finite = torch.isfinite(loss.detach()).float()
+    if dist.is_distributed():
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    run.optimizer.zero_grad(set_to_none=True)
+    if finite.item() == 1.0:
+        loss.backward()
+        run.optimizer.step()
+        state.bad_steps = 0
+    else:
+        state.bad_steps += 1
+        log.warning(f"step {state.step}: non-finite loss, step skipped")
+        if state.bad_steps >= config.max_bad_steps:
+            raise SticaError(
+                f"{state.bad_steps} non-finite losses in a row at step {state.step}: "
+                "aborting (lower 'pretrain.lr'?)"
             )
-            loader = torch.utils.data.DataLoader(
-                dataset,
-                batch_sampler=sampler,
-                num_workers=config.workers,
-                pin_memory=device.type == "cuda",
-            )
-            for batch in loader:
-                gen = torch.Generator().manual_seed(sample_seed(config.seed, state.step, rank))
-                # torch's global generators (dropout) restart every step too: a resumed run
-                # creates one more DataLoader iterator, and each one consumes a global draw
-                torch.manual_seed(sample_seed(config.seed, state.step, -2 - rank) % 2**63)
-                losses = step_fn(batch["frames"], batch["audio"], gen)
-                loss = losses["loss"]
-                finite = torch.isfinite(loss.detach()).float()
-                if dist.is_distributed():
-                    torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-                optimizer.zero_grad(set_to_none=True)
-                if finite.item() == 1.0:
-                    loss.backward()
-                    optimizer.step()
-                    bad_steps = 0
-                else:
-                    bad_steps += 1
-                    log.warning(f"step {state.step}: non-finite loss, step skipped")
-                    if bad_steps >= config.max_bad_steps:
-                        raise SticaError(
-                            f"{bad_steps} non-finite losses in a row at step {state.step}: "
-                            "aborting (lower 'pretrain.lr'?)"
-                        )
-                lr = optimizer.param_groups[0]["lr"]
-                scheduler.step()
-                state.step += 1
-                last = {
-                    k: float(dist.all_reduce_mean(losses[k].detach().float()))
-                    for k in ("loss", "loss_va", "loss_vv")
-                }
-                if tracker is not None:
-                    row = {**last, "lr": lr, "n_vv_terms": int(losses["n_vv_terms"])}
-                    tracker.log(state.step, {k: row[k] for k in LIVE_METRICS})
-                if stop or (max_steps is not None and state.step >= max_steps):
-                    break
-            if stop or (max_steps is not None and state.step >= max_steps):
-                # an interrupted epoch is resumed from its next batch
-                if state.step == (state.epoch + 1) * steps_per_epoch:
-                    state.epoch += 1
-                checkpoint()
-                reason = f"signal {stop.signal}" if stop else f"max_steps={max_steps}"
-                log.info(f"stopped by {reason} at step {state.step}; checkpoint {state_file}")
-                if tracker is not None:
-                    tracker.close()
-                if stop:
-                    raise SystemExit(128 + stop.signal)
-                return {"stopped_at_step": state.step, **last}
-            state.epoch += 1
-            checkpoint()
-            log.info(f"epoch {state.epoch}/{config.epochs}: loss {last.get('loss', math.nan):.4f}")
-    checkpoint(final=True)
-    if dist.is_main_process() and state_file.exists():
-        state_file.unlink()
-    if tracker is not None:
-        tracker.close()
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.scheduler.step()
+    return losses, lr
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints
+# ------------------------------------------------------------------------------------------------
+
+
+def save(run: PretrainRun, state: TrainState, path: Path, final: bool = False) -> None:
+    """Write the checkpoint (rank 0; every process waits for it): the final one to ``path`` =
+    ``out``, the resume state to ``path`` = :func:`resume_path` (``out``)."""
+    if dist.is_main_process():
+        save_checkpoint(path, checkpoint_payload(run, state, final))
+    dist.barrier()
+
+
+def checkpoint_payload(run: PretrainRun, state: TrainState, final: bool) -> dict[str, Any]:
+    """The checkpoint's contents (:mod:`stica.train.checkpoint` lists the keys)."""
     return {
-        "steps": state.step,
-        "epochs": state.epoch,
-        "seconds": round(time.time() - started, 1),
-        "videos": len(records),
-        "world_size": world,
-        "determinism": reproducibility,
-        "final": last,
+        "kind": "pretrain",
+        "final": final,
+        "model_config": to_dict(run.config.model),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "epoch": state.epoch,
+        "step": state.step,
+        "rng": rng_state(),
+        "params": run.params,
+        "versions": library_versions(),
+        "manifest_hash": run.manifest_hash,
+        "store": str(run.store.root),
+        "fps": run.store.meta.fps,
+        "short_side": run.store.meta.short_side,
+        "map_shape": list(run.map_shape),
+        "determinism": run.reproducibility,
     }

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from stica.config import ConfigError, FeatureCropConfig, ModelConfig
-from stica.crops import embed_crops, sample_crops
-from stica.models import SticaModel, build_model, model_config_dict
+from stica.models.crops import embed_crops, sample_crops
+from stica.models.stica import SticaModel, build_model, model_config_dict
 
 TINY = ModelConfig(width=8, head_hidden=32, embed_dim=16)
 

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from stica.config import ModelConfig
-from stica.models import SticaModel
 from stica.models.audio import build_audio_trunk
+from stica.models.stica import SticaModel
 from stica.models.video import build_video_trunk, video_map_shape
 
 PAPER = ModelConfig(

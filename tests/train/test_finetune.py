@@ -11,11 +11,12 @@ from stica.cli import cli, main
 from stica.config import FinetuneConfig, load_section
 from stica.data.encode import write_mp4
 from stica.data.store import Store
+from stica.dist import StopRequested
 from stica.errors import SticaError
+from stica.eval.finetune import prepare_eval, run_finetune
 from stica.eval.metrics import provenance_path
 from stica.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from stica.train.finetune import _train, finetune_lr, prepare, prepare_eval, run_finetune
-from stica.train.pretrain import StopRequested
+from stica.train.finetune import finetune_lr, prepare, train_split
 from tests.fixtures import moving_frames, tone
 
 CLASSES = ("left", "right", "still")
@@ -107,8 +108,8 @@ def test_schedule_follows_the_paper():
 
 def test_backbone_trains_at_a_tenth_of_the_classifier_lr():
     from stica.config import ModelConfig
-    from stica.models import SticaModel
-    from stica.train.finetune import FinetuneModel
+    from stica.models.classifier import FinetuneModel
+    from stica.models.stica import SticaModel
 
     model = FinetuneModel(SticaModel(ModelConfig(width=4, head_hidden=8, embed_dim=8)), 5, 0.0)
     classifier, backbone = model.param_groups(0.02, 0.1)
@@ -289,8 +290,8 @@ def test_transformer_pooling_is_kept_with_its_weights(tiny):
     plan = prepare(cfg, tiny["store"], ckpt)
     pre = load_checkpoint(ckpt, kind="pretrain")["model"]
     encoder = plan.inits[0].encoder
+    from stica.models.classifier import FinetuneModel
     from stica.models.pooling import OfficialTransformerPool
-    from stica.train.finetune import FinetuneModel
 
     model = FinetuneModel(encoder, len(CLASSES), cfg.dropout)
     assert isinstance(model.pool, OfficialTransformerPool)
@@ -349,13 +350,13 @@ def test_interrupted_split_resumes_exactly(tiny, tmp_path):
     plan = prepare(cfg, tiny["store"], ckpt)
     data, init = plan.splits[0], plan.inits[0]
     fp = {"test": 1}
-    full, _ = _train(
+    full, _ = train_split(
         plan, data, init, tmp_path / "a.state", fp, torch.device("cpu"), StopRequested()
     )
     with pytest.raises(SystemExit):  # stopped in the middle of epoch 2: epoch 1's state is kept
-        _train(plan, data, init, tmp_path / "b.state", fp, torch.device("cpu"), _StopAfter(3))
+        train_split(plan, data, init, tmp_path / "b.state", fp, torch.device("cpu"), _StopAfter(3))
     assert load_checkpoint(tmp_path / "b.state", "finetune-state")["epoch"] == 1
-    resumed, history = _train(
+    resumed, history = train_split(
         plan, data, init, tmp_path / "b.state", fp, torch.device("cpu"), StopRequested()
     )
     assert [row["epoch"] for row in history] == [1, 2]

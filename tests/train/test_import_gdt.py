@@ -22,7 +22,7 @@ from stica.config import PretrainConfig
 from stica.download import fetch
 from stica.errors import SticaError
 from stica.eval.metrics import provenance_path
-from stica.train.checkpoint import CheckpointError, load_checkpoint, load_encoder
+from stica.train.checkpoint import CheckpointError, load_checkpoint, load_pretrained
 from stica.train.import_gdt import import_gdt, load_gdt_file, stica_key
 
 from .gdt_official import (
@@ -124,9 +124,10 @@ def test_features_equal_a_model_loaded_directly(tmp_path, imported, official_sta
     from stica.train.checkpoint import save_checkpoint
 
     save_checkpoint(ckpt, imported)
-    model, info = load_encoder(ckpt, None)
+    model, config, provenance = load_pretrained(ckpt)
     model.eval()
-    assert info["params"]["audio"]["frontend"] == "gdt"
+    assert config.audio.frontend == "gdt"
+    assert provenance.fps == 30.0 and provenance.imported["sha256"] is None
 
     video = r2plus1d_18(weights=None)
     video.fc = nn.Identity()
@@ -403,17 +404,31 @@ def _invoke(*args):
 
 
 def test_imported_checkpoint_works_everywhere(
-    tmp_path, official_file, tiny_store, tiny_params_file
+    tmp_path, official_state, official_file, tiny_store, tiny_params_file
 ):
     """import-gdt, then extract-features, retrieve, finetune and audio-eval on a tiny store (the
-    clip shrunk to 4 frames of 32 pixels so R(2+1)D-18 runs in seconds on a CPU)."""
-    ckpt = tmp_path / "gdt.pt"
+    clip shrunk to 4 frames of 32 pixels so R(2+1)D-18 runs in seconds on a CPU; the weights'
+    frame rate that of the tiny store, 15 fps)."""
     small = ["--set", "num_frames=4", "--set", "augment.crop_size=32"]
     small += ["--set", "augment.eval_short_side=32"]
-    _invoke(
-        "import-gdt", official_file, "--out", ckpt, "--params", tiny_params_file, *small
-    )  # fmt: skip
     params = ["--params", tiny_params_file]
+    # the released file was trained at 30 fps: a store at 15 fps is refused in one line
+    at_30 = tmp_path / "gdt30.pt"
+    _invoke("import-gdt", official_file, "--out", at_30, *params, *small)
+    refused = CliRunner().invoke(
+        cli, [str(a) for a in ("extract-features", tiny_store, "--ckpt", at_30, "--out",
+                               tmp_path / "x.h5", *params)]
+    )  # fmt: skip
+    assert isinstance(refused.exception, SticaError) and not (tmp_path / "x.h5").exists()
+    assert "frames at 15 fps, but" in str(refused.exception)
+    assert "'preprocess.fps' = 30" in str(refused.exception)
+
+    ckpt = tmp_path / "gdt.pt"
+    at_15 = write_training_checkpoint(
+        tmp_path / "gdt15.pth", official_state, args=gdt_args(target_fps=15)
+    )
+    out = _invoke("import-gdt", at_15, "--out", ckpt, *params, *small)
+    assert "at 15 fps" in out.output
 
     feats = tmp_path / "features.h5"
     one_clip = ["--set", "clips_per_video=1"]
