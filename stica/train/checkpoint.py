@@ -207,20 +207,20 @@ def check_store(
     or the params) trained on clips at ``fps`` (None: no fps to match)."""
     meta = store.meta
     if video and fps is not None and abs(meta.fps - fps) > 1e-3 * fps:
-        raise CheckpointError(
+        raise SticaError(
             f"{store.root}: frames at {meta.fps:g} fps, but {source} was trained on clips at "
             f"{fps:g} fps ({config.num_frames} frames = {config.num_frames / fps:.2f} s); "
             f"preprocess the videos with 'preprocess.fps' = {fps:g}"
         )
     side = eval_short_side or config.augment.eval_short_side
     if video and meta.short_side < side:
-        raise CheckpointError(
+        raise SticaError(
             f"{store.root}: frames of {meta.short_side} px on the short side, but {source} "
             f"evaluates at {side} px ('eval_short_side'), which would upsample them; preprocess "
             f"the videos with 'preprocess.short_side' >= {side}"
         )
     if audio and meta.sample_rate != config.audio.sample_rate:
-        raise CheckpointError(
+        raise SticaError(
             f"{store.root}: audio at {meta.sample_rate} Hz, but {source} takes "
             f"{config.audio.sample_rate} Hz ('pretrain.audio.sample_rate'); preprocess the "
             f"videos with 'preprocess.sample_rate' = {config.audio.sample_rate}"
