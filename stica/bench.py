@@ -242,10 +242,11 @@ def bench_train(
     """Time full optimisation steps (augmentation, forward, loss, backward, SGD) per strategy on
     synthetic uint8 clips; report step time, samples/s, peak memory and the ratio to two RGB crops.
     Also times the batched feature-crop path against a per-crop Python loop."""
+    from stica import dist
     from stica.models.stica import build_model
     from stica.train.pretrain import StepComputer
 
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = torch.device(device) if device else dist.device()
     size = base.augment.crop_size
     height = height or base.augment.eval_short_side  # the stored short side the crops come from
     width = width or round(height * 4 / 3)

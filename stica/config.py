@@ -202,12 +202,14 @@ class FeatureCropConfig:
                 )
 
 
-# --- audio front end and augmentation (owner: losses/augment) ----------------------------------
+# --- audio front end and augmentation (owner: data: audio.py, augment.py) ---------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class AudioConfig:
-    """Log-mel front end (SPEC "Audio input"); nested in ``pretrain`` as ``audio``."""
+    """Audio front end (SPEC "Audio input"): a log-mel spectrogram (``librosa``) or GDT's log
+    filterbank (``gdt``); nested in ``pretrain`` as ``audio``. The store's audio must be at
+    ``sample_rate`` (checked when a model reads a store)."""
 
     sample_rate: int = 24000
     n_fft: int = 1024

@@ -217,3 +217,13 @@ def test_the_allowlists_name_real_params():
     for key in (*NOT_RESULTS, *TRAINING_ONLY):
         assert any(k == key or k.startswith(f"{key}.") for k in every), key
     assert _sections_read("stages.extract_features") == {"features", "pretrain"}
+
+
+def test_training_never_imports_evaluation():
+    """One direction only: eval/ may use train/ (checkpoints, the finetuning loop), never back."""
+    for path in sorted((ROOT / "stica" / "train").rglob("*.py")):
+        imported = imports_of(path)
+        assert not any(m == "stica.eval" or m.startswith("stica.eval.") for m in imported), path
+    # ... nor does anything training runs, transitively
+    files = code_files("stica.train.pretrain") | code_files("stica.train.finetune")
+    assert not [f for f in files if "eval" in f.relative_to(ROOT).parts], files

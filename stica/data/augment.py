@@ -315,8 +315,11 @@ class EvalTransform:
     """Deterministic evaluation crops: resize the short side, then centre or 3 crops.
 
     Args:
-        crop_size: output side S.
-        short_side: the frame's short side is (virtually) resized to this before cropping.
+        crop_size: output side S (default: the demo profile's ``augment.crop_size``).
+        short_side: the frame's short side is (virtually) resized to this before cropping
+            (default: the demo profile's ``augment.eval_short_side``). Frames stored larger are
+            downsampled; stores with smaller frames are refused before evaluation
+            (:meth:`stica.train.checkpoint.Pretrained.check_store`).
         mean, std: per-channel normalisation.
 
     Shape:
@@ -326,8 +329,8 @@ class EvalTransform:
 
     def __init__(
         self,
-        crop_size: int = 64,
-        short_side: int = 64,
+        crop_size: int = AugmentConfig.crop_size,
+        short_side: int = AugmentConfig.eval_short_side,
         mean: tuple[float, float, float] = AugmentConfig.mean,
         std: tuple[float, float, float] = AugmentConfig.std,
     ) -> None:

@@ -6,7 +6,8 @@ crops (full space), each its own view. Geometry comes from the map's shape and
 ``torch.Generator``, independently per crop and per sample.
 
 Efficiency is the point of the method: :func:`embed_crops` gathers all crops of one shape with
-advanced indexing into one (K*B, D, t, h, w) batch and pools + projects them in ONE call per shape.
+one row lookup (:func:`~stica.determinism.take_rows`, whose backward is deterministic) into one
+(K*B, D, t, h, w) batch and pools + projects them in ONE call per shape.
 :func:`embed_crops_loop` is the naive reference (one crop of one sample at a time), used by the
 tests and the benchmark.
 
