@@ -215,14 +215,14 @@ def check_store(
     side = eval_short_side or config.augment.eval_short_side
     if video and meta.short_side < side:
         raise SticaError(
-            f"{store.root}: frames of {meta.short_side} px on the short side, but {source} "
-            f"evaluates at {side} px ('eval_short_side'), which would upsample them; preprocess "
-            f"the videos with 'preprocess.short_side' >= {side}"
+            f"{store.root}: frames of {meta.short_side} px on the short side, smaller than the "
+            f"{side} px of 'eval_short_side' ({source}): evaluation would upsample them; "
+            f"preprocess the videos with 'preprocess.short_side' >= {side}"
         )
     if audio and meta.sample_rate != config.audio.sample_rate:
         raise SticaError(
-            f"{store.root}: audio at {meta.sample_rate} Hz, but {source} takes "
-            f"{config.audio.sample_rate} Hz ('pretrain.audio.sample_rate'); preprocess the "
+            f"{store.root}: audio at {meta.sample_rate} Hz, but the audio front end of {source} "
+            f"takes {config.audio.sample_rate} Hz ('pretrain.audio.sample_rate'); preprocess the "
             f"videos with 'preprocess.sample_rate' = {config.audio.sample_rate}"
         )
 
