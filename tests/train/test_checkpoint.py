@@ -64,14 +64,13 @@ def test_one_error_policy(tiny_checkpoint, tmp_path):
 
 @pytest.fixture(scope="module")
 def other_stores(tiny_store, tiny_params_file, tmp_path_factory):
-    """The tiny demo videos preprocessed again: at 10 fps, at 24 px, and at 16 kHz."""
+    """The tiny demo videos preprocessed again: at 10 fps; at 24 px and 16 kHz."""
     root = tmp_path_factory.mktemp("other_stores")
     base = load_section("preprocess", tiny_params_file)
     stores = {}
     for name, change in (
         ("fps", {"fps": 10.0}),
-        ("small", {"short_side": 24}),
-        ("rate", {"sample_rate": 16000}),
+        ("small", {"short_side": 24, "sample_rate": 16000}),
     ):
         preprocess(tiny_store.parent / "demo", root / name, dataclasses.replace(base, **change))
         stores[name] = root / name
@@ -106,7 +105,7 @@ def test_stores_that_do_not_match_the_checkpoint_are_refused(
                  "--out", out, *params)  # fmt: skip
     assert "frames of 24 px on the short side" in err and "short_side' >= 32" in err
     assert not out.exists()
-    err = _stica(capsys, "audio-eval", other_stores["rate"], "--ckpt", tiny_checkpoint,
+    err = _stica(capsys, "audio-eval", other_stores["small"], "--ckpt", tiny_checkpoint,
                  "--out", tmp_path / "a.json", *params)  # fmt: skip
     assert "audio at 16000 Hz" in err and "'preprocess.sample_rate' = 24000" in err
     # audio-eval reads no frames: another fps is fine for it
