@@ -52,9 +52,34 @@ class SynthConfig:
     width: int = 128
     height: int = 96
     sample_rate: int = 24000
+    # The appearance nuisances, all independent of the class. A plain background is one random
+    # colour per clip (no gradient or grating), so colour jitter can hide it completely.
+    background: Literal["textured", "plain"] = "textured"
+    object_radius: tuple[float, float] = (0.08, 0.13)  # fraction of min(width, height)
+    distractors: tuple[int, int] = (0, 3)  # inclusive range of static distractor shapes
+    # Each class's sound source has its own register: class k's base pitch is 150 Hz * 2^(k *
+    # class_pitch_step) octaves, moved by up to +-pitch_jitter octaves per clip (neighbouring
+    # classes overlap when the jitter exceeds half the step). 0 = a base pitch drawn from
+    # 180-600 Hz whatever the class, so only the motion-driven pitch/loudness carry the class.
+    class_pitch_step: float = 0.0
+    pitch_jitter: float = 0.25
 
     def __post_init__(self) -> None:
         _check(2 <= self.classes <= 10, "synth.classes", "must be between 2 and 10")
+        _check(
+            self.background in ("textured", "plain"),
+            "synth.background",
+            "must be 'textured' or 'plain'",
+        )
+        lo, hi = self.object_radius
+        _check(0.02 <= lo <= hi <= 0.3, "synth.object_radius", "must be 0.02 <= low <= high <= 0.3")
+        _check(
+            0 <= self.distractors[0] <= self.distractors[1] <= 10,
+            "synth.distractors",
+            "must be 0 <= low <= high <= 10",
+        )
+        _check(0.0 <= self.class_pitch_step <= 0.5, "synth.class_pitch_step", "must be in [0, 0.5]")
+        _check(0.0 <= self.pitch_jitter <= 1.0, "synth.pitch_jitter", "must be in [0, 1]")
         _check(self.train_per_class >= 1, "synth.train_per_class", "must be >= 1")
         _check(self.test_per_class >= 1, "synth.test_per_class", "must be >= 1")
         _check(self.duration >= 0.5, "synth.duration", "must be >= 0.5 s")

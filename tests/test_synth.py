@@ -301,3 +301,53 @@ def test_refuses_to_overwrite_a_folder_that_is_not_a_demo_set(tmp_path):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "not empty" in result.stderr
     assert (out / "thesis.txt").read_text() == "precious"
+
+
+# --- the demo's levers: plain scenes, object size, class registers ---------------------------
+
+
+def test_plain_background_is_one_colour_and_object_size_follows_the_param():
+    cfg = SynthConfig(
+        **{**TINY, "classes": 10},
+        background="plain",
+        object_radius=(0.25, 0.25),
+        distractors=(0, 0),
+    )
+    clip = render_clip(cfg, CLASS_NAMES.index("pulse"), clip_seed(0, "train", 0, 0))
+    first = clip.frames[0].astype(np.float64)  # (H, W, 3)
+    corners = np.concatenate([first[:4, :4].reshape(-1, 3), first[-4:, -4:].reshape(-1, 3)])
+    # Pixel noise (std <= 6) is all that varies over a plain scene; a textured one also ramps.
+    assert corners.std(0).max() < 10
+    textured = SynthConfig(**{**TINY, "classes": 10}, distractors=(0, 0))
+    ramps = []
+    for index in range(6):
+        f = render_clip(textured, 0, clip_seed(0, "train", 0, index)).frames[0].astype(float)
+        ramps.append(np.abs(f[:4, :4].mean((0, 1)) - f[-4:, -4:].mean((0, 1))).max())
+    assert max(ramps) > 15
+    # A pulsing object of radius 0.25 * 48 px covers ~ pi r^2 (scaled by the pulse) pixels.
+    moved = np.abs(clip.frames.astype(float) - first[None]).max(-1) > 40  # (T, H, W)
+    assert moved.any(axis=0).sum() > 0.5 * np.pi * (0.25 * 48) ** 2
+
+
+def dominant_hz(audio: np.ndarray, sample_rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    return float(np.fft.rfftfreq(len(audio), 1 / sample_rate)[spectrum.argmax()])
+
+
+def test_class_pitch_step_gives_each_class_its_register():
+    cfg = SynthConfig(**{**TINY, "classes": 10}, class_pitch_step=0.4, pitch_jitter=0.05)
+    # No vertical motion: the pitch stays at the base moved by the object's (random) height, a
+    # zero-mean offset of up to +-0.65 octaves, so the mean over 16 clips is the register.
+    names = ("pulse", "move_right")
+    pitch = {}
+    for name in names:
+        label = CLASS_NAMES.index(name)
+        clips = [render_clip(cfg, label, clip_seed(0, "train", label, i)) for i in range(16)]
+        pitch[name] = np.mean([np.log2(dominant_hz(c.audio, 24000)) for c in clips])
+    steps = CLASS_NAMES.index("pulse") - CLASS_NAMES.index("move_right")
+    assert pitch["pulse"] - pitch["move_right"] == pytest.approx(0.4 * steps, abs=0.3)
+    # Without the step, the base pitch is drawn whatever the class.
+    free = SynthConfig(**{**TINY, "classes": 10})
+    label = CLASS_NAMES.index("pulse")
+    clips = [render_clip(free, label, clip_seed(0, "train", label, i)) for i in range(8)]
+    assert np.ptp([np.log2(dominant_hz(c.audio, 24000)) for c in clips]) > 1.0

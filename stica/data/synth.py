@@ -42,12 +42,10 @@ SPLITS = ("train", "test")
 CLASSES_FILE = "classes.json"
 LOG_FILE = "synth.log"  # written beside the clips by the stage command
 
-# Geometry, as fractions of min(height, width) unless noted.
-OBJECT_RADIUS = (0.08, 0.13)
 PULSE_DEPTH = 0.45  # relative size swing of the "pulse" class
-DISTRACTORS = (0, 3)  # inclusive range of static distractor shapes
 # Audio.
-BASE_PITCH_HZ = (180.0, 600.0)
+BASE_PITCH_HZ = (180.0, 600.0)  # with synth.class_pitch_step = 0
+CLASS_PITCH_BASE_HZ = 150.0  # class 0's register with synth.class_pitch_step > 0
 PITCH_RANGE_OCTAVES = (0.8, 1.3)  # pitch swing from the bottom to the top of the frame
 CLICK_SECONDS = 0.012
 CLICK_DECAY_SECONDS = 0.003
@@ -273,10 +271,13 @@ def _random_colour(rng: np.random.Generator, away_from: np.ndarray | None = None
             return colour
 
 
-def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """Static scene: a colour, a linear gradient and a faint grating, (H, W, 3) float."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+def _background(rng: np.random.Generator, height: int, width: int, kind: str) -> np.ndarray:
+    """Static scene, (H, W, 3) float: a colour, plus for ``textured`` a linear gradient and a
+    faint grating."""
     base = rng.uniform(30, 225, size=3)
+    if kind == "plain":
+        return np.broadcast_to(base, (height, width, 3)).astype(np.float64)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
     angle = rng.uniform(0, 2 * np.pi)
     ramp = (np.cos(angle) * xx / width + np.sin(angle) * yy / height)[..., None]  # (H, W, 1)
     tilt = rng.uniform(-50, 50, size=3)
@@ -308,10 +309,9 @@ def render_frames(
     """
     num = round(cfg.duration * cfg.fps)
     t = np.arange(num) / cfg.fps
-    scene = _background(rng, cfg.height, cfg.width)
-    scene = _draw_static(
-        rng, scene, int(rng.integers(DISTRACTORS[0], DISTRACTORS[1] + 1)), radius_px
-    )
+    scene = _background(rng, cfg.height, cfg.width, cfg.background)
+    low, high = cfg.distractors
+    scene = _draw_static(rng, scene, int(rng.integers(low, high + 1)), radius_px)
     colour = _random_colour(rng, away_from=scene.mean(axis=(0, 1)))
     shape = SHAPES[rng.integers(len(SHAPES))]
     x, y, scale = track.at(t)  # (T,) each
@@ -332,7 +332,7 @@ def render_frames(
 
 
 def render_audio(
-    rng: np.random.Generator, track: Track, cfg: SynthConfig, arena: Arena
+    rng: np.random.Generator, track: Track, cfg: SynthConfig, arena: Arena, label: int
 ) -> np.ndarray:
     """Synthesise the clip's sound, in sync with ``track``.
 
@@ -347,7 +347,11 @@ def render_audio(
     x, y, scale = track.at(t)
     u = (x - arena.x0) / max(arena.x1 - arena.x0, 1e-9)  # 0 left .. 1 right
     v = (y - arena.y0) / max(arena.y1 - arena.y0, 1e-9)  # 0 top .. 1 bottom
-    f0 = rng.uniform(*BASE_PITCH_HZ)
+    if cfg.class_pitch_step > 0:
+        octaves = cfg.class_pitch_step * label + rng.uniform(-cfg.pitch_jitter, cfg.pitch_jitter)
+        f0 = CLASS_PITCH_BASE_HZ * 2.0**octaves
+    else:
+        f0 = rng.uniform(*BASE_PITCH_HZ)
     pitch = f0 * 2.0 ** (rng.uniform(*PITCH_RANGE_OCTAVES) * (0.5 - v))  # (S,)
     pitch = np.minimum(pitch, 0.2 * sr)  # keep the fundamental well below Nyquist
     phase = 2 * np.pi * np.cumsum(pitch) / sr
@@ -404,13 +408,13 @@ def render_clip(cfg: SynthConfig, label: int, seed: np.random.SeedSequence) -> C
     """Render clip frames and audio of class ``label`` (an index into ``CLASSES``)."""
     rng = np.random.default_rng(seed)
     side = min(cfg.height, cfg.width)
-    radius_px = side * rng.uniform(*OBJECT_RADIUS)
+    radius_px = side * rng.uniform(*cfg.object_radius)
     # Leave room for the largest size the object takes (the pulse class grows).
     margin = radius_px * (1 + PULSE_DEPTH) + 1
     arena = Arena(margin, cfg.width - margin, margin, cfg.height - margin)
     track = TRACKS[CLASSES[label].name](rng, arena, cfg.duration)
     frames = render_frames(rng, track, cfg, radius_px)
-    audio = render_audio(rng, track, cfg, arena)
+    audio = render_audio(rng, track, cfg, arena, label)
     return Clip(label, frames, audio, track.events)
 
 
