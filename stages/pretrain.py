@@ -15,6 +15,7 @@ from stica.logs import setup_logging
 PRETRAIN_METRICS = {
     "a2v_top1": "pretext.audio_to_video_top1",
     "v2a_top1": "pretext.video_to_audio_top1",
+    "a2v_class_top1": "pretext.audio_to_video_class_top1",
     "steps": "pretrain.steps",
     "seconds": "pretrain.seconds",
     "stopped_at_step": "pretrain.stopped_at_step",

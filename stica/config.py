@@ -45,24 +45,25 @@ class SynthConfig:
 
     seed: int = 0
     classes: int = 10
-    train_per_class: int = 30
-    test_per_class: int = 10
+    train_per_class: int = 150
+    test_per_class: int = 20
     duration: float = 1.0  # seconds per clip: one whole motion pattern
-    fps: int = 30
-    width: int = 128
-    height: int = 96
+    fps: int = 10  # = preprocess.fps: no frames decoded only to be dropped
+    width: int = 64
+    height: int = 48
     sample_rate: int = 24000
     # The appearance nuisances, all independent of the class. A plain background is one random
     # colour per clip (no gradient or grating), so colour jitter can hide it completely.
-    background: Literal["textured", "plain"] = "textured"
-    object_radius: tuple[float, float] = (0.08, 0.13)  # fraction of min(width, height)
-    distractors: tuple[int, int] = (0, 3)  # inclusive range of static distractor shapes
+    background: Literal["textured", "plain"] = "plain"
+    object_radius: tuple[float, float] = (0.2, 0.28)  # fraction of min(width, height)
+    distractors: tuple[int, int] = (0, 0)  # inclusive range of static distractor shapes
     # Each class's sound source has its own register: class k's base pitch is 150 Hz * 2^(k *
     # class_pitch_step) octaves, moved by up to +-pitch_jitter octaves per clip (neighbouring
     # classes overlap when the jitter exceeds half the step). 0 = a base pitch drawn from
     # 180-600 Hz whatever the class, so only the motion-driven pitch/loudness carry the class.
-    class_pitch_step: float = 0.0
+    class_pitch_step: float = 0.35
     pitch_jitter: float = 0.25
+    pitch_swing: tuple[float, float] = (0.8, 1.3)  # octaves from the bottom to the top of the frame
 
     def __post_init__(self) -> None:
         _check(2 <= self.classes <= 10, "synth.classes", "must be between 2 and 10")
@@ -80,6 +81,8 @@ class SynthConfig:
         )
         _check(0.0 <= self.class_pitch_step <= 0.5, "synth.class_pitch_step", "must be in [0, 0.5]")
         _check(0.0 <= self.pitch_jitter <= 1.0, "synth.pitch_jitter", "must be in [0, 1]")
+        lo, hi = self.pitch_swing
+        _check(0.0 <= lo <= hi <= 2.0, "synth.pitch_swing", "must be 0 <= low <= high <= 2 octaves")
         _check(self.train_per_class >= 1, "synth.train_per_class", "must be >= 1")
         _check(self.test_per_class >= 1, "synth.test_per_class", "must be >= 1")
         _check(self.duration >= 0.5, "synth.duration", "must be >= 0.5 s")
@@ -138,7 +141,9 @@ class ModelConfig:
     video_trunk: Literal["small", "r2plus1d_18"] = "small"  # paper: r2plus1d_18
     audio_trunk: Literal["small", "resnet9"] = "small"  # paper: resnet9
     width: int = 8  # small trunks: w, 2w, 4w, 8w channels (16 is ~2x slower); paper: unused
-    pooling: Literal["avg", "transformer"] = "transformer"  # paper: transformer (STiCA) or avg
+    pooling: Literal["avg", "transformer"] = (
+        "avg"  # paper: transformer; the demo: avg (README "The demo")
+    )
     # "official": the released code's encoder (no position embeddings, Q/K projections only, FFN
     # 2048 GELU, post-LN, output = token 0; 5.25 M parameters at D = 512, Table 1d);
     # "ours": pre-LN nn.TransformerEncoder layers, FFN = D, learned absolute position embeddings,
@@ -283,11 +288,11 @@ class AugmentConfig:
     brightness: float = 0.4
     contrast: float = 0.4
     saturation: float = 0.4
-    hue: float = 0.1  # paper profile: 0.0 (the released code jitters no hue)
+    hue: float = 0.5  # paper profile: 0.0 (the released code jitters no hue)
     # order of brightness, contrast, saturation (then hue): "random" per clip (the released code,
     # torchvision) or "fixed"
     jitter_order: Literal["random", "fixed"] = "random"
-    grayscale_p: float = 0.2
+    grayscale_p: float = 0.3
     blur_p: float = 0.0  # paper profile: 0.5 (a 48-pixel frame has little detail to blur)
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     # Kinetics RGB statistics; the paper profile uses the released code's 0.45 / 0.225
@@ -384,15 +389,15 @@ class PretrainConfig:
 
     seed: int = 0
     mode: PretrainMode = "feature_crops"
-    epochs: int = 100  # paper: 100 (the demo epoch is 9 steps)
+    epochs: int = 11  # paper: 100 (the demo epoch is 47 steps)
     batch_size: int = 32  # global batch, split evenly over the torchrun processes; paper: 512
-    lr: float = 0.64  # at base_batch_size; the lr used is lr * batch_size / base_batch_size
-    base_batch_size: int = 256  # paper: 512; the demo runs 2x hotter (few steps)
+    lr: float = 0.005  # at base_batch_size; the lr used is lr * batch_size / base_batch_size
+    base_batch_size: int = 32  # paper: 512
     # "sgd" with momentum (paper); "adamw" (beta1 = momentum): a tiny trunk learns motion from
     # scratch within a CPU budget with AdamW, not with SGD (measured, README "The demo")
-    optimizer: Literal["sgd", "adamw"] = "sgd"  # paper: sgd
+    optimizer: Literal["sgd", "adamw"] = "adamw"  # paper: sgd
     momentum: float = 0.9
-    weight_decay: float = 1e-5
+    weight_decay: float = 1e-4  # paper: 1e-5
     warmup_epochs: float = 1.0  # paper: 10
     # the warm-up rises linearly from this lr (not scaled with the batch) to the scaled lr
     warmup_start_lr: float = 1e-3  # paper: 1e-3 (the released code's default)
@@ -489,7 +494,7 @@ class FeaturesConfig:
     features are computed on the input the model was trained on.
     """
 
-    clips_per_video: int = 10  # uniformly spaced clips, features averaged over them
+    clips_per_video: int = 3  # uniformly spaced clips, features averaged over them
     batch_size: int = 20  # clips per forward pass
     workers: int = 0  # DataLoader workers (0: in-process, fastest on 2 CPU cores)
     seed: int = 0  # initialisation of the random-init baseline (--ckpt random)
@@ -517,13 +522,13 @@ class FinetuneConfig:
     """
 
     seed: int = 0
-    epochs: int = 12  # paper: 12
+    epochs: int = 4  # paper: 12
     batch_size: int = 32  # paper: 32
     lr: float = 0.02  # the classifier's peak lr after warm-up; paper: 0.02
     warmup_lr: float = 0.0025  # the classifier's lr at epoch 0; paper: 0.0025
     backbone_lr_scale: float = 0.1  # trunk + pooling lr / classifier lr; paper: 0.1
-    warmup_epochs: float = 2.0  # paper: 2
-    milestones: tuple[int, ...] = (6, 10)  # paper: lr x gamma at epochs 6 and 10
+    warmup_epochs: float = 0.5  # paper: 2
+    milestones: tuple[int, ...] = (3,)  # paper: lr x gamma at epochs 6 and 10
     gamma: float = 0.05  # paper: 0.05
     optimizer: Literal["sgd", "adamw"] = "sgd"  # paper: sgd (adamw: beta1 = momentum)
     momentum: float = 0.9  # paper: 0.9
@@ -536,7 +541,7 @@ class FinetuneConfig:
         0  # test frames' short side before 3 crops, 0 = pretraining's; paper: 128
     )
     train_clips_per_video: int = 1  # random clips per video per epoch; paper: 10
-    eval_clips: int = 10  # uniformly spaced test clips per video; paper: 10
+    eval_clips: int = 4  # uniformly spaced test clips per video; paper: 10
     eval_crops: Literal[1, 3] = 3  # spatial crops per test clip; paper: 3
     eval_batch_size: int = 32  # test clips per forward pass (x eval_crops views)
     # also test after every epoch from this one (1-based) to report the best test epoch as the

@@ -31,7 +31,13 @@ TINY = {
         "num_frames": 8,
         "warmup_epochs": 0.5,
         "workers": 0,
-        "model": {"width": 4, "head_hidden": 16, "embed_dim": 8, "transformer_heads": 2},
+        "model": {
+            "width": 4,
+            "head_hidden": 16,
+            "embed_dim": 8,
+            "transformer_heads": 2,
+            "pooling": "transformer",  # the demo pools by averaging; keep the paper's in the suite
+        },
         "crops": {
             "space_medium": 1,
             "space_medium_size": 2,

@@ -8,9 +8,16 @@ the motion. The class is the motion pattern and its synchronised sound, never th
   drawn at random per clip, independently of the class;
 * the sound is a harmonic tone whose pitch follows the object's height and whose loudness follows
   its horizontal position (and its size), plus a click at every discrete event (bounce, turn,
-  jump). The base pitch, timbre, volume and background noise are random per clip, so no fixed
-  pitch or spectrum names a class: the class lives in the temporal structure (sweep direction,
-  rhythm, event timing).
+  jump). Timbre, volume and background noise are random per clip, and so is the base pitch unless
+  ``class_pitch_step`` gives classes registers: without them the class lives only in the temporal
+  structure (sweep direction, rhythm, event timing).
+
+The appearance nuisances are params (``synth.background``, ``object_radius``, ``distractors``):
+the demo profile draws a plain one-colour scene and a large object, so that the colour jitter of
+pretraining can hide the scene completely and the motion fills more of the feature map. With
+``synth.class_pitch_step`` > 0 each class's sound source also has its own register (the base
+pitch; neighbouring classes overlap through ``pitch_jitter`` and the motion-driven swing), as real
+actions have their own sounds; the pitch contour, loudness and clicks still follow the motion.
 
 Several classes differ only in temporal order (left->right vs right->left, up vs down, clockwise
 vs counter-clockwise), so a time-averaged frame or spectrum cannot separate them.
@@ -46,7 +53,6 @@ PULSE_DEPTH = 0.45  # relative size swing of the "pulse" class
 # Audio.
 BASE_PITCH_HZ = (180.0, 600.0)  # with synth.class_pitch_step = 0
 CLASS_PITCH_BASE_HZ = 150.0  # class 0's register with synth.class_pitch_step > 0
-PITCH_RANGE_OCTAVES = (0.8, 1.3)  # pitch swing from the bottom to the top of the frame
 CLICK_SECONDS = 0.012
 CLICK_DECAY_SECONDS = 0.003
 
@@ -352,7 +358,7 @@ def render_audio(
         f0 = CLASS_PITCH_BASE_HZ * 2.0**octaves
     else:
         f0 = rng.uniform(*BASE_PITCH_HZ)
-    pitch = f0 * 2.0 ** (rng.uniform(*PITCH_RANGE_OCTAVES) * (0.5 - v))  # (S,)
+    pitch = f0 * 2.0 ** (rng.uniform(*cfg.pitch_swing) * (0.5 - v))  # (S,)
     pitch = np.minimum(pitch, 0.2 * sr)  # keep the fundamental well below Nyquist
     phase = 2 * np.pi * np.cumsum(pitch) / sr
     harmonics = int(rng.integers(1, 5))

@@ -123,7 +123,7 @@ def run_seed(
         pretrain(pre, store_dir, ckpt)
     out["pretrain seconds"] = {"pretrained": time.time() - started}
     pretext = pretext_report(store_dir, ckpt)
-    for key in ("audio_to_video_top1", "video_to_audio_top1"):
+    for key in ("audio_to_video_top1", "video_to_audio_top1", "audio_to_video_class_top1"):
         if key in pretext:
             out[f"pretext {key}"] = {
                 "pretrained": pretext[key]["pretrained"],

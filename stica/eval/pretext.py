@@ -5,6 +5,10 @@ video branch (centre crop, pooling, head) and by the audio branch (log-mel of th
 in eval mode. Audio-to-video top-1 is the fraction of audio clips whose most similar video clip is
 their own, among all N held-out clips (chance: 1/N); video-to-audio likewise. This is the
 cross-modal instance discrimination the NCE loss trains, measured without augmentation.
+
+Audio-to-video class top-1 relaxes the match to the class: the most similar video clip shows the
+same class as the audio's own (chance: about 1 / number of classes). It tells whether the
+correspondence learned is the one that carries the class, even while instances are not told apart.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ def pretext_accuracy(
 ) -> dict[str, Any]:
     """Cross-modal instance matching top-1 of ``model`` on the middle clip of each record.
 
-    Returns ``{"audio_to_video_top1", "video_to_audio_top1", "clips", "chance"}``.
+    Returns ``{"audio_to_video_top1", "video_to_audio_top1", "audio_to_video_class_top1",
+    "clips", "chance"}``.
     """
     if len(records) < 2:
         return {"clips": len(records)}
@@ -74,8 +79,10 @@ def pretext_accuracy(
     model.train(was_training)
     sim = F.normalize(torch.cat(za), dim=1) @ F.normalize(torch.cat(zv), dim=1).t()  # (N, N)
     own = torch.arange(len(records), device=sim.device)
+    labels = torch.tensor([r.label for r in records], device=sim.device)
     return {
         "audio_to_video_top1": float((sim.argmax(dim=1) == own).float().mean()),
+        "audio_to_video_class_top1": float((labels[sim.argmax(dim=1)] == labels).float().mean()),
         "video_to_audio_top1": float((sim.argmax(dim=0) == own).float().mean()),
         "clips": len(records),
         "chance": 1.0 / len(records),
@@ -93,7 +100,7 @@ def pretext_report(store_dir: str | Path, ckpt: str | Path) -> dict:
     trained.check_store(store)
     config = trained.config
     initial = random_init(config, seed=config.seed)
-    keys = ("audio_to_video_top1", "video_to_audio_top1")
+    keys = ("audio_to_video_top1", "video_to_audio_top1", "audio_to_video_class_top1")
     got = [pretext_accuracy(m.model, store, records, config) for m in (trained, initial)]
     block = baseline_block({k: got[0][k] for k in keys}, {k: got[1][k] for k in keys})
     log.info(
