@@ -24,10 +24,12 @@ from stica.data.synth import (
 )
 
 TINY = {"classes": 3, "train_per_class": 2, "test_per_class": 1, "duration": 1.0}
-TINY.update({"width": 64, "height": 48})
+TINY.update({"width": 64, "height": 48, "fps": 30})
+# The generator's hardest setting (the demo profile makes it easier: plain scenes, big objects).
+TEXTURED = {"background": "textured", "object_radius": (0.08, 0.13), "distractors": (0, 3)}
 # Enough clips of every class for a nearest-centroid classifier to mean something.
 MOTION = {"classes": len(CLASS_NAMES), "train_per_class": 4, "test_per_class": 3}
-MOTION.update({"duration": 1.5, "width": 64, "height": 48, "seed": 3})
+MOTION.update({"duration": 1.5, "width": 64, "height": 48, "seed": 3, "fps": 30, **TEXTURED})
 
 
 def run_stica(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -73,6 +75,15 @@ def tiny(tmp_path_factory) -> Path:
 def motion_set(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "motion"
     generate(SynthConfig(**MOTION), out, workers=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_motion_set(tmp_path_factory) -> Path:
+    """The committed demo profile's generator settings (plain scenes, 10 fps), fewer clips."""
+    out = tmp_path_factory.mktemp("synth") / "demo_motion"
+    counts = {k: MOTION[k] for k in ("classes", "train_per_class", "test_per_class", "seed")}
+    generate(SynthConfig(**counts), out, workers=2, progress=False)
     return out
 
 
@@ -198,10 +209,14 @@ def nearest_centroid_accuracy(train, test, standardize: bool) -> float:
     return float((labels[dist.argmin(1)] == y_test).mean())
 
 
-def test_class_is_in_the_motion_not_in_the_static_appearance(motion_set):
+@pytest.mark.parametrize(
+    ("generated", "motion_floor"), [("motion_set", 0.7), ("demo_motion_set", 0.5)]
+)
+def test_class_is_in_the_motion_not_in_the_static_appearance(generated, motion_floor, request):
+    generated_set = request.getfixturevalue(generated)
     features = {}
     for split in SPLITS:
-        rows = [(label, decode(path)[0]) for label, path in clips(motion_set, split)]
+        rows = [(label, decode(path)[0]) for label, path in clips(generated_set, split)]
         labels = np.array([label for label, _ in rows])
         features[split] = {
             "static": (np.stack([static_feature(f) for _, f in rows]), labels),
@@ -216,7 +231,7 @@ def test_class_is_in_the_motion_not_in_the_static_appearance(motion_set):
     )
     print(f"nearest centroid: static {static:.2f}, motion {motion:.2f}, chance {chance:.2f}")
     assert static <= chance + 0.2
-    assert motion >= 0.7
+    assert motion >= motion_floor  # 10 fps (the demo's) shows less of each path than 30
 
 
 # --- sound events coincide with visual events --------------------------------------------------
@@ -318,7 +333,7 @@ def test_plain_background_is_one_colour_and_object_size_follows_the_param():
     corners = np.concatenate([first[:4, :4].reshape(-1, 3), first[-4:, -4:].reshape(-1, 3)])
     # Pixel noise (std <= 6) is all that varies over a plain scene; a textured one also ramps.
     assert corners.std(0).max() < 10
-    textured = SynthConfig(**{**TINY, "classes": 10}, distractors=(0, 0))
+    textured = SynthConfig(**{**TINY, "classes": 10, **TEXTURED, "distractors": (0, 0)})
     ramps = []
     for index in range(6):
         f = render_clip(textured, 0, clip_seed(0, "train", 0, index)).frames[0].astype(float)
@@ -347,7 +362,7 @@ def test_class_pitch_step_gives_each_class_its_register():
     steps = CLASS_NAMES.index("pulse") - CLASS_NAMES.index("move_right")
     assert pitch["pulse"] - pitch["move_right"] == pytest.approx(0.4 * steps, abs=0.3)
     # Without the step, the base pitch is drawn whatever the class.
-    free = SynthConfig(**{**TINY, "classes": 10})
+    free = SynthConfig(**{**TINY, "classes": 10}, class_pitch_step=0.0)
     label = CLASS_NAMES.index("pulse")
     clips = [render_clip(free, label, clip_seed(0, "train", label, i)) for i in range(8)]
     assert np.ptp([np.log2(dominant_hz(c.audio, 24000)) for c in clips]) > 1.0
