@@ -453,8 +453,7 @@ def bench_store(
 
         def stream():
             while True:  # epoch after epoch, through the one persistent loader
-                for batch in epoch_loader(run, state):
-                    yield batch
+                yield from epoch_loader(run, state)
                 state.epoch += 1
 
         def step(batch):

@@ -501,7 +501,9 @@ def train_one_epoch(
     bar.close()
     steps, samples, wall, wait = (
         now - then
-        for now, then in zip((meter.steps, meter.samples, meter.wall_s, meter.wait_s), before)
+        for now, then in zip(
+            (meter.steps, meter.samples, meter.wall_s, meter.wait_s), before, strict=True
+        )
     )
     return {"steps": steps, "samples": samples, "seconds": wall, "data_wait": wait}
 
