@@ -251,7 +251,9 @@ def _pretrain(
             state.epoch += 1
             save(run, state, state_file)
             loss = state.last.get("loss", math.nan)
-            log.info(f"epoch {state.epoch}/{config.epochs}: loss {loss:.4f}, {_rate(epoch)}")
+            log.info(
+                f"epoch {state.epoch}/{config.epochs}: loss {loss:.4f}, {_rate(epoch, run.world)}"
+            )
     save(run, state, out, final=True)
     if dist.is_main_process() and state_file.exists():
         state_file.unlink()
@@ -288,11 +290,12 @@ def _switches(switches: dict[str, bool]) -> str:
     return "+".join(on) if on else "eager"
 
 
-def _rate(epoch: dict[str, float]) -> str:
+def _rate(epoch: dict[str, float], world: int) -> str:
+    """The epoch's global samples/s (every process's clips) and this process's data wait."""
     if not epoch.get("seconds"):
         return "no steps"
     return (
-        f"{epoch['samples'] / epoch['seconds']:.1f} samples/s per process, "
+        f"{epoch['samples'] * world / epoch['seconds']:.1f} samples/s, "
         f"{100 * epoch['data_wait'] / epoch['seconds']:.0f}% waiting for data"
     )
 

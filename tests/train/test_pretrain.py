@@ -124,7 +124,7 @@ def test_checkpoint_holds_what_later_stages_need(tiny_store, tiny_params_file, t
     assert speed["samples_per_s"] == pytest.approx(32 / speed["wall_seconds"], rel=1e-2)
     assert 0 < speed["wall_seconds"] <= metrics["seconds"]
     assert speed["compile"] is False and speed["channels_last"] is False  # auto, on the CPU
-    assert "samples/s per process" in r.stderr and "waiting for data" in r.stderr
+    assert "samples/s, " in r.stderr and "waiting for data" in r.stderr
 
 
 def test_strict_load_names_the_mismatch(tmp_path):
