@@ -737,6 +737,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return from_dict(tp, value, prefix=key)
     if origin is Literal:
         choices = get_args(tp)
+        if isinstance(value, bool) and {"on", "off"} <= set(choices):
+            # YAML 1.1 readers (PyYAML: params files, --set) read a bare on/off as a boolean
+            value = "on" if value else "off"
         _check(
             value in choices, key, f"must be one of {', '.join(map(str, choices))}, got {value!r}"
         )

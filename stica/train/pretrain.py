@@ -277,11 +277,13 @@ def throughput_report(run: PretrainRun) -> dict[str, Any]:
     the loader, peak GPU memory of this process (null on the CPU) and the trunk switches."""
     meter = run.throughput
     rate = meter.samples_per_s
+    details = meter.summary()  # this process's
+    details["samples_per_s_per_process"] = details.pop("samples_per_s")
     return {
         "samples_per_s": None if rate is None else rate * run.world,
         "data_wait_fraction": meter.data_wait_fraction,
         "peak_gpu_memory_mb": meter.peak_memory_mb(),
-        "throughput": {**meter.summary(), "processes": run.world, **run.trunk_switches},
+        "throughput": {**details, "processes": run.world, **run.trunk_switches},
     }
 
 

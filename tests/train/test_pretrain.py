@@ -121,7 +121,9 @@ def test_checkpoint_holds_what_later_stages_need(tiny_store, tiny_params_file, t
     assert "peak_gpu_memory_mb" in metrics and metrics["peak_gpu_memory_mb"] is None  # CPU
     speed = json.loads(provenance_path(tmp_path / "m.json").read_text())["pretrain"]["throughput"]
     assert speed["steps"] == 4 and speed["samples"] == 4 * 8  # 2 epochs x 2 steps of batch 8
-    assert speed["samples_per_s"] == pytest.approx(32 / speed["wall_seconds"], rel=1e-2)
+    assert speed["processes"] == 1
+    assert speed["samples_per_s_per_process"] == pytest.approx(metrics["samples_per_s"])
+    assert metrics["samples_per_s"] == pytest.approx(32 / speed["wall_seconds"], rel=1e-2)
     assert 0 < speed["wall_seconds"] <= metrics["seconds"]
     assert speed["compile"] is False and speed["channels_last"] is False  # auto, on the CPU
     assert "samples/s, " in r.stderr and "waiting for data" in r.stderr
