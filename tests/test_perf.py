@@ -58,11 +58,11 @@ def _step(config: PretrainConfig, **switches):
 
 def _assert_close(a, b, rel=1e-3):
     """Equal up to float32 rounding of reordered sums (another conv kernel or a fused graph
-    sums in another order, and BatchNorm's statistics amplify it): every loss to 1e-5 relative,
+    sums in another order, and BatchNorm's statistics amplify it): every loss to 1e-4 relative,
     every gradient and buffer to ``rel`` of its norm."""
     losses_a, grads_a, buffers_a, _ = a
     losses_b, grads_b, buffers_b, _ = b
-    assert losses_b == pytest.approx(losses_a, rel=1e-5)
+    assert losses_b == pytest.approx(losses_a, rel=1e-4)
     assert grads_a.keys() == grads_b.keys() and len(grads_a) > 20
     for name, g in [*grads_a.items(), *buffers_a.items()]:
         other = grads_b.get(name, buffers_b.get(name))

@@ -8,7 +8,7 @@ with one BasicBlock per stage, a max-pooled stem and less temporal downsampling 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 
 import torch
@@ -106,14 +106,9 @@ class VideoTrunk(nn.Sequential):
                     stage,
                     x,
                     use_reentrant=False,
-                    context_fn=lambda stage=stage: (_noop(), _frozen_batchnorm_stats(stage)),
+                    context_fn=lambda stage=stage: (nullcontext(), _frozen_batchnorm_stats(stage)),
                 )
         return x.contiguous()
-
-
-@contextmanager
-def _noop() -> Iterator[None]:
-    yield
 
 
 @contextmanager
