@@ -57,29 +57,80 @@ def loader(store, videos_dir, clips, frames, seed, json_out):
 @click.option("--steps", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
 @click.option("--device", default=None, help="torch device [default: cuda if available, else cpu]")
-@click.option("--only", multiple=True, help="Run only strategies whose name contains this text.")
+@click.option(
+    "--only",
+    multiple=True,
+    help="Run only strategies whose name contains this text (the two-RGB-crop step the ratios "
+    "refer to always runs).",
+)
+@click.option(
+    "--compile/--no-compile",
+    "compile_trunk",
+    default=None,
+    help="torch.compile the video trunk [default: the params' pretrain.compile; auto = on CUDA].",
+)
+@click.option(
+    "--store",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Instead of the strategies on synthetic clips: pretraining's real step (the params' mode) "
+    "fed by its DataLoader from STORE, end to end vs compute only.",
+)
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write JSON here.")
 @params_options
-def train(profile, batch_size, steps, warmup, device, only, json_out, params_path, overrides):
+def train(
+    profile,
+    batch_size,
+    steps,
+    warmup,
+    device,
+    only,
+    compile_trunk,
+    store,
+    json_out,
+    params_path,
+    overrides,
+):
     """Table 1f on this machine: step time, samples/s and peak memory of every cropping strategy
     (avg and transformer pooling), relative to the two-RGB-crop step; plus batched vs looped
-    feature crops."""
+    feature crops. With --store: samples/s of real pretraining steps through the DataLoader.
+
+    The trunk's speed params come from the pretrain section (--set channels_last=on,
+    --set activation_checkpointing=true, --set deterministic=false for cuDNN autotuning).
+    """
+    import dataclasses
+
     import torch
 
-    from stica.bench import bench_train, format_train_table, train_strategies
+    from stica.bench import (
+        bench_store,
+        bench_train,
+        format_store_table,
+        format_train_table,
+        train_strategies,
+    )
 
     if profile == "paper":
         params_path = str(Path(__file__).resolve().parents[1] / "profiles" / "paper.yaml")
     config = load_section("pretrain", params_path, overrides)
+    if compile_trunk is not None:
+        config = dataclasses.replace(config, compile="on" if compile_trunk else "off")
     if batch_size is None:
         batch_size = 8 if torch.cuda.is_available() else 16
-    strategies = [s for s in train_strategies() if not only or any(o in s.name for o in only)]
-    if not strategies:
-        raise click.BadParameter("no strategy matches", param_hint="--only")
-    # the clip spans num_frames at the store's fps: that sets the audio length per sample
-    fps = load_section("preprocess", params_path).fps
-    result = bench_train(config, batch_size, steps, warmup, device, strategies, fps=fps)
-    click.echo(format_train_table(result))
+    if store is not None:
+        if only or device:
+            raise click.UsageError("--store times the params' own step: drop --only and --device")
+        config = dataclasses.replace(config, batch_size=batch_size)
+        result = bench_store(config, store, steps, warmup)
+        click.echo(format_store_table(result))
+    else:
+        strategies = [s for s in train_strategies() if not only or any(o in s.name for o in only)]
+        if not strategies:
+            raise click.BadParameter("no strategy matches", param_hint="--only")
+        # the clip spans num_frames at the store's fps: that sets the audio length per sample
+        fps = load_section("preprocess", params_path).fps
+        result = bench_train(config, batch_size, steps, warmup, device, strategies, fps=fps)
+        click.echo(format_train_table(result))
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(result, indent=2) + "\n")

@@ -11,7 +11,8 @@ from stica.config import load_section
 from stica.logs import setup_logging
 
 # what `dvc metrics show` lists (the losses are the live log's metrics.json): the held-out pretext
-# top-1 (trained, initial weights, ratio) and the time; the rest goes to the provenance record
+# top-1 (trained, initial weights, ratio), the time and the throughput; the rest goes to the
+# provenance record
 PRETRAIN_METRICS = {
     "a2v_top1": "pretext.audio_to_video_top1",
     "v2a_top1": "pretext.video_to_audio_top1",
@@ -19,6 +20,11 @@ PRETRAIN_METRICS = {
     "steps": "pretrain.steps",
     "seconds": "pretrain.seconds",
     "stopped_at_step": "pretrain.stopped_at_step",
+    # throughput (stica.train.pretrain.throughput_report): global samples/s, the fraction of the
+    # wall time spent waiting for data, peak GPU memory in MiB (null on the CPU)
+    "samples_per_s": "pretrain.samples_per_s",
+    "data_wait_fraction": "pretrain.data_wait_fraction",
+    "peak_gpu_memory_mb": "pretrain.peak_gpu_memory_mb",
 }
 
 

@@ -1,5 +1,7 @@
 """Benchmarks. ``bench_loader``: clips/s read from a store vs decoded straight from the mp4s.
 ``bench_train``: the training step of every Table 1f strategy, and batched vs looped feature crops.
+``bench_store``: pretraining's real step fed by its DataLoader from a store (end to end) vs the
+same step on a batch already in memory (compute only).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import av
 import numpy as np
 import torch
 
+from stica import perf
 from stica.config import FeatureCropConfig, PretrainConfig
 from stica.data.clips import ClipReader
 from stica.data.decode import TIME_EPS, output_size
@@ -194,6 +197,15 @@ class TrainStrategy:
     )
 
 
+def with_reference(strategies: list[TrainStrategy]) -> list[TrainStrategy]:
+    """``strategies`` plus, first, the two-RGB-crop step of every pooling they use where it is
+    missing: every row's ratio is to that step, whatever ``--only`` selected."""
+    poolings = dict.fromkeys(s.pooling for s in strategies)
+    have = {s.pooling for s in strategies if s.mode == "two_crops"}
+    refs = [s for s in train_strategies() if s.mode == "two_crops" and s.pooling not in have]
+    return [r for r in refs if r.pooling in poolings] + list(strategies)
+
+
 def train_strategies() -> list[TrainStrategy]:
     """Table 1f's columns, each with average and transformer pooling."""
     out = []
@@ -240,13 +252,24 @@ def bench_train(
     fps: float = 30.0,
 ) -> dict[str, Any]:
     """Time full optimisation steps (augmentation, forward, loss, backward, SGD) per strategy on
-    synthetic uint8 clips; report step time, samples/s, peak memory and the ratio to two RGB crops.
-    Also times the batched feature-crop path against a per-crop Python loop."""
+    synthetic uint8 clips; report step time, samples/s, peak memory and the ratio to two RGB crops
+    (always measured, also when ``strategies`` leaves it out). Also times the batched feature-crop
+    path against a per-crop Python loop. The trunk gets ``base``'s speed params (``compile``,
+    ``channels_last``, ``activation_checkpointing``) and cuDNN autotunes unless
+    ``base.deterministic``, as in pretraining."""
     from stica import dist
+
+    dev = torch.device(device) if device else dist.device()
+    with perf.cudnn_autotune(dev, base.deterministic) as autotune:
+        result = _bench_train(base, batch_size, steps, warmup, dev, strategies, height, width, fps)
+    result["cudnn_autotune"] = autotune
+    return result
+
+
+def _bench_train(base, batch_size, steps, warmup, dev, strategies, height, width, fps):
     from stica.models.stica import build_model
     from stica.train.pretrain import StepComputer
 
-    dev = torch.device(device) if device else dist.device()
     size = base.augment.crop_size
     height = height or base.augment.eval_short_side  # the stored short side the crops come from
     width = width or round(height * 4 / 3)
@@ -256,10 +279,18 @@ def bench_train(
     samples = round(base.num_frames / fps * base.audio.sample_rate)
     audio = torch.randn(batch_size, samples, generator=gen) * 0.1
     rows = []
-    for strategy in strategies or train_strategies():
+    switches = {}
+    for strategy in with_reference(strategies or train_strategies()):
         model_cfg = dataclasses.replace(base.model, pooling=strategy.pooling)
         torch.manual_seed(0)
         model = build_model(model_cfg).to(dev)
+        switches = perf.configure_trunk(
+            model.video_trunk,
+            dev,
+            base.compile,
+            base.channels_last,
+            base.activation_checkpointing,
+        )
         map_shape = model.video_map_shape(base.num_frames, size, size)
         cfg = dataclasses.replace(
             base,
@@ -312,6 +343,7 @@ def bench_train(
         "crop_size": size,
         "video_trunk": base.model.video_trunk,
         "autocast": "bf16" if dev.type == "cuda" else "off (fp32 on CPU)",
+        **switches,
         "steps": steps,
         "rows": rows,
         "crop_path": bench_crop_path(base, batch_size, dev, steps=max(steps, 3)),
@@ -356,10 +388,17 @@ def bench_crop_path(
     return out
 
 
+def _switch_text(result: dict[str, Any]) -> str:
+    names = ("compile", "channels_last", "activation_checkpointing", "cudnn_autotune")
+    on = [name for name in names if result.get(name)]
+    return "trunk: " + (", ".join(on) if on else "eager, contiguous")
+
+
 def format_train_table(result: dict[str, Any]) -> str:
     lines = [
         f"training step, {result['video_trunk']} on {result['device_name']}, batch "
-        f"{result['batch_size']}, {result['num_frames']}x{result['crop_size']}^2, {result['autocast']}",
+        f"{result['batch_size']}, {result['num_frames']}x{result['crop_size']}^2, {result['autocast']}, "
+        f"{_switch_text(result)}",
         f"{'strategy':32s} {'pool':12s} {'step s':>8s} {'samples/s':>10s} {'peak MB':>8s} "
         f"{'vs 2 RGB':>8s}",
     ]
@@ -379,3 +418,110 @@ def format_train_table(result: dict[str, Any]) -> str:
 
 def _ratio(value: float | None) -> str:
     return f"{value:7.2f}x" if value is not None else f"{'-':>8s}"
+
+
+# --------------------------------------------------------------------------------------------
+# End to end: pretraining's own step, fed by its DataLoader from a store
+# --------------------------------------------------------------------------------------------
+
+
+def bench_store(
+    config: PretrainConfig,
+    store_dir: str | Path,
+    steps: int = 5,
+    warmup: int = 1,
+) -> dict[str, Any]:
+    """Time ``steps`` real pretraining steps (``stica.train.pretrain``'s setup, loader and
+    ``train_step``: augmentation, forward, loss, backward, SGD, schedule) with batches from the
+    store through the DataLoader (``config.workers``, ``config.prefetch_factor``, persistent
+    workers, pinned memory on CUDA), then the same number of steps on the last batch, already in
+    memory (compute only). Reports samples/s of both, their ratio and the fraction of the end to
+    end wall time spent waiting for data. Deterministic mode, cuDNN autotuning and the trunk's
+    speed params are the config's, as in ``stica pretrain``."""
+    from stica import determinism, dist
+    from stica.train.pretrain import TrainState, distribute, epoch_loader, setup, train_step
+
+    device = dist.device()
+    with (
+        determinism.deterministic_mode(config.deterministic, device),
+        perf.cudnn_autotune(device, config.deterministic) as autotune,
+    ):
+        run = setup(config, store_dir)
+        distribute(run)
+        run.model.train()
+        state = TrainState()
+
+        def stream():
+            while True:  # epoch after epoch, through the one persistent loader
+                yield from epoch_loader(run, state)
+                state.epoch += 1
+
+        def step(batch):
+            train_step(run, state, batch)
+            state.step += 1
+            _sync(device)
+
+        batches = stream()
+        for _ in range(warmup):
+            step(next(batches))
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        wait = 0.0
+        started = time.perf_counter()
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            batch = next(batches)
+            wait += time.perf_counter() - t0
+            step(batch)
+        wall = time.perf_counter() - started
+        batches.close()
+        started = time.perf_counter()
+        for _ in range(steps):
+            step(batch)
+        compute = time.perf_counter() - started
+    samples = steps * run.per_rank
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "store": str(run.store.root),
+        "mode": config.mode,
+        "pooling": config.model.pooling,
+        "video_trunk": config.model.video_trunk,
+        "batch_size": run.per_rank,
+        "num_frames": config.num_frames,
+        "crop_size": config.augment.crop_size,
+        "workers": config.workers,
+        "prefetch_factor": config.prefetch_factor,
+        "deterministic": config.deterministic,
+        **run.trunk_switches,
+        "cudnn_autotune": autotune,
+        "steps": steps,
+        "warmup": warmup,
+        "end_to_end_samples_per_s": samples / wall,
+        "compute_only_samples_per_s": samples / compute,
+        "end_to_end_vs_compute": compute / wall,
+        "data_wait_fraction": wait / wall,
+        "peak_gpu_memory_mb": (
+            torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        ),
+    }
+
+
+def format_store_table(result: dict[str, Any]) -> str:
+    rows = [
+        (
+            "step",
+            f"{result['mode']}/{result['pooling']}, {result['video_trunk']} on "
+            f"{result['device_name']}, batch {result['batch_size']}, "
+            f"{result['num_frames']}x{result['crop_size']}^2, {_switch_text(result)}",
+        ),
+        ("loader", f"{result['workers']} workers, prefetch {result['prefetch_factor']}"),
+        ("end to end", f"{result['end_to_end_samples_per_s']:.1f} samples/s"),
+        ("compute only", f"{result['compute_only_samples_per_s']:.1f} samples/s"),
+        ("end to end / compute", f"{100 * result['end_to_end_vs_compute']:.0f}%"),
+        ("waiting for data", f"{100 * result['data_wait_fraction']:.0f}% of the wall time"),
+    ]
+    if result["peak_gpu_memory_mb"] is not None:
+        rows.append(("peak GPU memory", f"{result['peak_gpu_memory_mb']:.0f} MiB"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

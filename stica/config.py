@@ -376,6 +376,9 @@ class AudioEvalConfig:
 # --- pretraining (owner: lead) ----------------------------------------------------------------
 
 PretrainMode = Literal["default", "two_crops", "multi_crops", "feature_crops"]
+# a speed switch (stica.perf.resolve): "auto" = on for CUDA devices, off on the CPU
+Switch = Literal["auto", "on", "off"]
+SWITCH_VALUES = get_args(Switch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -421,9 +424,23 @@ class PretrainConfig:
     stop_grad_keys: bool = True  # paper: true
     max_bad_steps: int = 5  # consecutive non-finite losses before training is aborted
     workers: int = 0  # DataLoader workers per process; 0 (in-process) is fastest on 2 CPU cores
+    # batches each worker prepares ahead (torch's prefetch_factor; workers live for the whole
+    # run and pin their batches on CUDA); unused with workers: 0
+    prefetch_factor: int = 2
     # same seed, hardware, thread count and process count -> bit-identical weights: torch's
-    # deterministic algorithms, and on GPU deterministic cuDNN without autotuning (slower)
+    # deterministic algorithms, and on GPU deterministic cuDNN without autotuning (slower; with
+    # false, cuDNN autotunes its conv algorithms on CUDA)
     deterministic: bool = True
+    # torch.compile of the video trunk; "auto": on CUDA only (inductor needs a C compiler and
+    # takes about a minute per graph on a small CPU, for no gain there)
+    compile: Switch = "auto"
+    # the video trunk's weights and input in channels_last_3d (cuDNN's fast 3D convs); "auto":
+    # on CUDA only
+    channels_last: Switch = "auto"
+    # recompute each trunk stage's activations in the backward instead of keeping them: less
+    # memory (larger per-GPU batches) for one more trunk forward; the gradients are the same.
+    # The checkpointed trunk runs eager (compile: auto gives way, on is refused)
+    activation_checkpointing: bool = False
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     crops: FeatureCropConfig = dataclasses.field(default_factory=FeatureCropConfig)
     audio: AudioConfig = dataclasses.field(default_factory=AudioConfig)
@@ -445,7 +462,25 @@ class PretrainConfig:
         _check(self.temperature_vv > 0, "pretrain.temperature_vv", "must be > 0")
         _check(self.max_bad_steps >= 1, "pretrain.max_bad_steps", "must be >= 1")
         _check(self.workers >= 0, "pretrain.workers", "must be >= 0")
+        _check(self.prefetch_factor >= 1, "pretrain.prefetch_factor", "must be >= 1")
         _check(isinstance(self.deterministic, bool), "pretrain.deterministic", "must be true/false")
+        for key in ("compile", "channels_last"):
+            _check(
+                getattr(self, key) in SWITCH_VALUES,
+                f"pretrain.{key}",
+                f"must be one of {', '.join(SWITCH_VALUES)}",
+            )
+        _check(
+            isinstance(self.activation_checkpointing, bool),
+            "pretrain.activation_checkpointing",
+            "must be true/false",
+        )
+        _check(
+            not (self.activation_checkpointing and self.compile == "on"),
+            "pretrain.compile",
+            "'on' does not combine with 'activation_checkpointing: true' (the checkpointed "
+            "trunk runs eager); use auto or off",
+        )
         if self.mode == "feature_crops" and self.vv_pairs == "official":
             self._check_official_pairs()
 
@@ -501,12 +536,20 @@ class FeaturesConfig:
     chunk_videos: int = 64  # progress is saved every chunk, so a killed run resumes
     # also store every clip's feature (float16, N x clips x D) for clip-level probes
     store_clips: bool = True
+    # bf16 autocast of the forward passes; "auto": on CUDA only (features then carry bf16
+    # rounding instead of fp32's)
+    autocast: Switch = "auto"
 
     def __post_init__(self) -> None:
         _check(self.clips_per_video >= 1, "features.clips_per_video", "must be >= 1")
         _check(self.batch_size >= 1, "features.batch_size", "must be >= 1")
         _check(self.workers >= 0, "features.workers", "must be >= 0")
         _check(self.chunk_videos >= 1, "features.chunk_videos", "must be >= 1")
+        _check(
+            self.autocast in SWITCH_VALUES,
+            "features.autocast",
+            f"must be one of {', '.join(SWITCH_VALUES)}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -694,6 +737,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return from_dict(tp, value, prefix=key)
     if origin is Literal:
         choices = get_args(tp)
+        if isinstance(value, bool) and {"on", "off"} <= set(choices):
+            # YAML 1.1 readers (PyYAML: params files, --set) read a bare on/off as a boolean
+            value = "on" if value else "off"
         _check(
             value in choices, key, f"must be one of {', '.join(map(str, choices))}, got {value!r}"
         )

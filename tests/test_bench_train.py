@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from stica.bench import crops_for_map, train_strategies
 from stica.config import FeatureCropConfig
 
@@ -45,3 +47,54 @@ def test_bench_train_cli(tiny_params_file, tmp_path):
     assert all(row["vv_terms"] > 2 for row in feature)  # eq. 6 over the crops, not just L1, L2
     assert result["crop_path"]["batched_s"] > 0 and result["crop_path"]["loop_s"] > 0
     assert "feature-crop path" in r.stdout
+
+
+def test_bench_train_only_without_the_reference_still_has_ratios(tiny_params_file, tmp_path):
+    """Regression: `--only "paper best"` filtered out the two-RGB-crop step every ratio is to
+    (StopIteration); it is always measured now."""
+    out = tmp_path / "bench.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "stica", "bench", "train", "--params", str(tiny_params_file)]
+        + ["--batch-size", "4", "--steps", "1", "--warmup", "0", "--json-out", str(out)]
+        + ["--only", "paper best", "--no-compile"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    rows = {(row["strategy"], row["pooling"]): row for row in result["rows"]}
+    assert set(rows) == {
+        (name, pooling)
+        for name in ("two RGB crops", "feature crops (paper best)")
+        for pooling in ("avg", "transformer")
+    }
+    for pooling in ("avg", "transformer"):
+        ref = rows["two RGB crops", pooling]
+        best = rows["feature crops (paper best)", pooling]
+        assert ref["ratio_to_two_crops"] == 1.0
+        assert best["ratio_to_two_crops"] == best["step_s"] / ref["step_s"]
+    assert result["compile"] is False and result["cudnn_autotune"] is False
+
+
+def test_bench_train_store_times_real_steps_end_to_end(tiny_store, tiny_params_file, tmp_path):
+    out = tmp_path / "store.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "stica", "bench", "train", "--params", str(tiny_params_file)]
+        + ["--store", str(tiny_store), "--batch-size", "4", "--steps", "5", "--warmup", "1"]
+        + ["--set", "workers=1", "--json-out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    # 16 train videos / batch 4: 4 steps per epoch, so the 6 steps run into a second epoch
+    assert result["steps"] == 5 and result["batch_size"] == 4 and result["workers"] == 1
+    assert result["end_to_end_samples_per_s"] > 0 and result["compute_only_samples_per_s"] > 0
+    assert 0 <= result["data_wait_fraction"] < 1
+    assert result["end_to_end_vs_compute"] == pytest.approx(
+        result["end_to_end_samples_per_s"] / result["compute_only_samples_per_s"]
+    )
+    assert result["peak_gpu_memory_mb"] is None  # CPU
+    assert "end to end" in r.stdout and "waiting for data" in r.stdout

@@ -53,3 +53,18 @@ def test_paper_profile_is_complete_and_valid(repo_root):
     for profile in ("paper.yaml", "paper-60f.yaml"):
         for name in SECTIONS:
             load_section(name, repo_root / "profiles" / profile)
+
+
+def test_speed_switches_read_on_and_off_as_yaml_writes_them(tmp_path):
+    """PyYAML (params files, --set) reads a bare on/off as true/false: auto|on|off params take
+    both spellings; anything else is refused with the key's name."""
+    path = tmp_path / "params.yaml"
+    path.write_text("pretrain:\n  compile: off\n  channels_last: on\nfeatures:\n  autocast: 'on'\n")
+    cfg = load_section("pretrain", path)
+    assert (cfg.compile, cfg.channels_last) == ("off", "on")
+    assert load_section("pretrain", path, ["compile=on", "channels_last=auto"]).compile == "on"
+    assert load_section("features", path).autocast == "on"
+    with pytest.raises(ConfigError, match="pretrain.compile"):
+        load_section("pretrain", path, ["compile=yes please"])
+    with pytest.raises(ConfigError, match="pretrain.prefetch_factor"):
+        load_section("pretrain", path, ["prefetch_factor=0"])

@@ -109,6 +109,8 @@ def test_rewrite_keeps_data_deps_and_the_rest():
 NOT_RESULTS = {
     "preprocess.workers": "worker processes: every input is decoded alone, the store is the same",
     "pretrain.workers": "DataLoader workers: every clip is drawn from (seed, epoch, index)",
+    "pretrain.prefetch_factor": "batches prepared ahead: the same batches, sooner",
+    "pretrain.activation_checkpointing": "recomputed activations: the same gradients (tested)",
     "features.workers": "DataLoader workers: clips are uniformly spaced, in order",
     "features.chunk_videos": "how often progress is saved; the features file is the same",
     "finetune.workers": "DataLoader workers: every clip is drawn from (seed, epoch, index)",
@@ -139,6 +141,8 @@ TRAINING_ONLY = (
     "pretrain.stop_grad_keys",
     "pretrain.max_bad_steps",
     "pretrain.deterministic",  # extract-features always runs deterministically
+    "pretrain.compile",  # pretraining's trunk; extract-features runs it eager
+    "pretrain.channels_last",  # likewise: extract-features picks the layout by device
     "pretrain.crops",  # feature crops are training views
     "pretrain.audio.volume_jitter",  # the training gain
     # the random resized crop, flip and colour augmentation of training clips; evaluation uses

@@ -123,6 +123,12 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         self.world = world_size
         self.start_batch = start_batch
 
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Point the sampler at another epoch (a loader whose workers persist keeps its sampler:
+        it is iterated in the main process at the start of every pass)."""
+        self.epoch = epoch
+        self.start_batch = start_batch
+
     @staticmethod
     def batches_per_epoch(size: int, global_batch: int) -> int:
         return size // global_batch

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from stica import dist
+from stica import dist, perf
 from stica.config import AugmentConfig, FinetuneConfig, from_dict, to_dict
 from stica.data.augment import EvalTransform
 from stica.data.datasets import UniformClips
@@ -91,17 +91,20 @@ def evaluate(
     """
     device = next(model.parameters()).device
     model.eval()
+    perf.set_channels_last(model.trunk, device.type == "cuda")
     transform = EvalTransform.from_config(augment)
     classes = model.classifier.out_features
     k = min(TOP_K, classes)
     dataset = UniformClips(store, records, num_frames, clips)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    # one pass: no persistent workers, but pinned batches copied asynchronously on CUDA
+    options = {**perf.loader_options(workers, device), "persistent_workers": False}
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, **options)
     scores = torch.zeros(len(records), classes, device=device)  # (N, C) sum of view softmaxes
     counts = torch.zeros(len(records), device=device)
     view_top1 = view_topk = views = 0
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     for batch in tqdm(loader, desc="finetune eval", unit="batch", leave=False):
-        frames = batch["frames"].to(device)  # (B, T, H, W, 3) uint8
+        frames = batch["frames"].to(device, non_blocking=True)  # (B, T, H, W, 3) uint8
         # (B, crops, 3, T, S, S)
         x = transform.three_crop(frames) if crops == 3 else transform(frames).unsqueeze(1)
         b = x.shape[0]

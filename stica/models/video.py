@@ -7,10 +7,13 @@ with one BasicBlock per stage, a max-pooled stem and less temporal downsampling 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from torchvision.models.video import r2plus1d_18
 
 from stica.models.dims import SMALL_TRUNK_WIDTH_MULTIPLIER
@@ -77,7 +80,61 @@ class Block2Plus1d(nn.Module):
         return self.relu(self.conv2(self.conv1(x)) + identity)
 
 
-class SmallVideoTrunk(nn.Sequential):
+class VideoTrunk(nn.Sequential):
+    """A trunk as a sequence of stages, with the run-time switches of :mod:`stica.perf`.
+
+    ``channels_last``: the clip is fed as channels_last_3d (the weights are converted by
+    :func:`stica.perf.set_channels_last`). ``activation_checkpointing``: in training with
+    gradients, each stage keeps only its input and recomputes its activations in the backward
+    (less memory for larger batches, one more forward of the trunk). Neither changes the
+    parameters or the state dict; the map always comes out in the default (contiguous) layout.
+    """
+
+    channels_last = False
+    activation_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Shape: (B, 3, T, H, W) -> (B, D, T1, H1, W1)"""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
+        for stage in self:
+            if not recompute:
+                x = stage(x)
+            else:
+                x = checkpoint(
+                    stage,
+                    x,
+                    use_reentrant=False,
+                    context_fn=lambda stage=stage: (nullcontext(), _frozen_batchnorm_stats(stage)),
+                )
+        return x.contiguous()
+
+
+@contextmanager
+def _frozen_batchnorm_stats(module: nn.Module) -> Iterator[None]:
+    """While a checkpointed stage is recomputed: BatchNorm normalises with the batch statistics
+    as in the forward, but leaves its running statistics and batch counter as they are (they
+    were updated once, in the forward). Momentum 0 keeps the running statistics bit for bit
+    ((1 - 0) * r + 0 * batch == r) while the kernel saves the same tensors as in the forward,
+    which checkpointing checks."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [
+        (m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+        for m in norms
+    ]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
+
+
+class SmallVideoTrunk(VideoTrunk):
     """Narrow R(2+1)D-style trunk: factorised stem + max-pool, one BasicBlock per stage (w..8w).
 
     Shape:
@@ -103,7 +160,7 @@ class SmallVideoTrunk(nn.Sequential):
         self.out_dim = widths[-1]
 
 
-class R2Plus1d18Trunk(nn.Sequential):
+class R2Plus1d18Trunk(VideoTrunk):
     """torchvision ``r2plus1d_18`` (random init) up to its last residual stage.
 
     Shape:

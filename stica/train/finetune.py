@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from stica import perf
 from stica.config import AugmentConfig, FinetuneConfig, PretrainConfig, to_dict
 from stica.data.augment import VideoAugment
 from stica.data.datasets import EpochBatchSampler, RandomClips, sample_seed
@@ -237,6 +238,7 @@ def train_split(
     classes = len(plan.store.meta.classes)
     # a copy: every split starts from the same initial weights
     model = FinetuneModel(copy.deepcopy(init.encoder), classes, cfg.dropout).to(device)
+    perf.set_channels_last(model.trunk, device.type == "cuda")
     records = data.train * cfg.train_clips_per_video  # index k·N + i: the k-th clip of video i
     dataset = RandomClips(plan.store, records, plan.num_frames, seed=cfg.seed, with_labels=True)
     batch = min(cfg.batch_size, len(dataset))
@@ -280,19 +282,26 @@ def train_split(
         unit="step",
     )
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    # one loader for every epoch: its workers persist, each epoch moves its sampler
+    sampler = EpochBatchSampler(len(dataset), batch, epoch, cfg.seed)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, **perf.loader_options(cfg.workers, device)
+    )
     while epoch < cfg.epochs:
         model.train()
-        sampler = EpochBatchSampler(len(dataset), batch, epoch, cfg.seed)
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=sampler, num_workers=cfg.workers
-        )
+        sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         loss_sum, correct, seen = 0.0, 0, 0
-        for b, sample in enumerate(loader):
+        batches = iter(loader)
+        # dropout's masks follow (seed, epoch), not how many loader iterators this process made
+        # (a fresh iterator draws from the global generator, a persistent one does not; a
+        # resumed run makes one more)
+        torch.manual_seed(sample_seed(cfg.seed, epoch, -2) % 2**63)
+        for b, sample in enumerate(batches):
             step = epoch * steps_per_epoch + b
             gen = torch.Generator().manual_seed(sample_seed(cfg.seed, step, 0))
-            frames = sample["frames"].to(device)  # (B, T, H, W, 3) uint8
-            labels = sample["label"].to(device)  # (B,)
+            frames = sample["frames"].to(device, non_blocking=True)  # (B, T, H, W, 3) uint8
+            labels = sample["label"].to(device, non_blocking=True)  # (B,)
             with torch.autocast(**autocast):
                 logits = model(augment(frames, gen)).float()  # (B, C)
                 loss = F.cross_entropy(logits, labels)

@@ -27,8 +27,9 @@ from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
-from stica import determinism, dist
+from stica import determinism, dist, perf
 from stica.config import PretrainConfig, to_dict
 from stica.data.audio import build_frontend, volume_jitter
 from stica.data.augment import VideoAugment
@@ -178,6 +179,12 @@ class PretrainRun:
     manifest_hash: str
     reproducibility: dict[str, Any]
     step_fn: StepComputer | None = None  # set by distribute()
+    trunk_switches: dict[str, bool] = field(default_factory=dict)  # set by distribute()
+    # one loader for the whole run (its workers persist); epoch_loader() points its sampler
+    # at each epoch
+    loader: torch.utils.data.DataLoader | None = None
+    sampler: EpochBatchSampler | None = None
+    throughput: perf.Throughput | None = None  # the whole run's, this process
 
 
 def pretrain(
@@ -194,7 +201,11 @@ def pretrain(
     DVCLive when installed). ``max_steps`` stops early (after checkpointing) — used by tests and
     quick trials.
     """
-    with determinism.deterministic_mode(config.deterministic, dist.device()):
+    device = dist.device()
+    with (
+        determinism.deterministic_mode(config.deterministic, device),
+        perf.cudnn_autotune(device, config.deterministic),
+    ):
         return _pretrain(config, store_dir, out, live_dir, resume, max_steps)
 
 
@@ -218,13 +229,13 @@ def _pretrain(
         f"pretraining {config.mode}/{config.model.pooling}: {len(run.records)} videos, "
         f"{run.steps_per_epoch} steps/epoch x {config.epochs} epochs, global batch "
         f"{config.batch_size} on {run.world} process(es), device {run.device}, "
-        f"map {run.map_shape}"
+        f"map {run.map_shape}, trunk {_switches(run.trunk_switches)}"
     )
     started = time.time()
     stop = dist.StopRequested()
     with stop.installed():
         while state.epoch < config.epochs:
-            train_one_epoch(run, state, tracker, stop, max_steps)
+            epoch = train_one_epoch(run, state, tracker, stop, max_steps)
             if stop or _reached(state, max_steps):
                 # an interrupted epoch is resumed from its next batch
                 if state.step == (state.epoch + 1) * run.steps_per_epoch:
@@ -236,11 +247,13 @@ def _pretrain(
                     tracker.close()
                 if stop:
                     raise SystemExit(128 + stop.signal)
-                return {"stopped_at_step": state.step, **state.last}
+                return {"stopped_at_step": state.step, **state.last, **throughput_report(run)}
             state.epoch += 1
             save(run, state, state_file)
             loss = state.last.get("loss", math.nan)
-            log.info(f"epoch {state.epoch}/{config.epochs}: loss {loss:.4f}")
+            log.info(
+                f"epoch {state.epoch}/{config.epochs}: loss {loss:.4f}, {_rate(epoch, run.world)}"
+            )
     save(run, state, out, final=True)
     if dist.is_main_process() and state_file.exists():
         state_file.unlink()
@@ -254,7 +267,39 @@ def _pretrain(
         "world_size": run.world,
         "determinism": run.reproducibility,
         "final": state.last,
+        **throughput_report(run),
     }
+
+
+def throughput_report(run: PretrainRun) -> dict[str, Any]:
+    """The run's speed for the metrics file: global samples/s (every process's clips over this
+    process's wall time of the training loops), the fraction of that time spent waiting for
+    the loader, peak GPU memory of this process (null on the CPU) and the trunk switches."""
+    meter = run.throughput
+    rate = meter.samples_per_s
+    details = meter.summary()  # this process's
+    details["samples_per_s_per_process"] = details.pop("samples_per_s")
+    return {
+        "samples_per_s": None if rate is None else rate * run.world,
+        "data_wait_fraction": meter.data_wait_fraction,
+        "peak_gpu_memory_mb": meter.peak_memory_mb(),
+        "throughput": {**details, "processes": run.world, **run.trunk_switches},
+    }
+
+
+def _switches(switches: dict[str, bool]) -> str:
+    on = [name for name, enabled in switches.items() if enabled]
+    return "+".join(on) if on else "eager"
+
+
+def _rate(epoch: dict[str, float], world: int) -> str:
+    """The epoch's global samples/s (every process's clips) and this process's data wait."""
+    if not epoch.get("seconds"):
+        return "no steps"
+    return (
+        f"{epoch['samples'] * world / epoch['seconds']:.1f} samples/s, "
+        f"{100 * epoch['data_wait'] / epoch['seconds']:.0f}% waiting for data"
+    )
 
 
 def _reached(state: TrainState, max_steps: int | None) -> bool:
@@ -331,6 +376,7 @@ def setup(config: PretrainConfig, store_dir: str | Path) -> PretrainRun:
         params=to_dict(config),
         manifest_hash=store.manifest_hash(),
         reproducibility=determinism.record(config.deterministic, device),
+        throughput=perf.Throughput(device),
     )
 
 
@@ -365,11 +411,21 @@ def start_over(state_file: Path) -> TrainState:
 
 
 def distribute(run: PretrainRun) -> None:
-    """Wrap the model for the processes (DDP; SyncBatchNorm on GPUs) and build the step."""
+    """Wrap the model for the processes (DDP; SyncBatchNorm on GPUs), apply the trunk's speed
+    params (layout, activation checkpointing, compilation) and build the step."""
     model = run.model
+    if dist.is_distributed() and run.device.type == "cuda":
+        # SyncBatchNorm has no CPU kernels; gloo runs keep local BN
+        model = run.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    cfg = run.config
+    run.trunk_switches = perf.configure_trunk(
+        run.model.video_trunk,
+        run.device,
+        compile=cfg.compile,
+        channels_last=cfg.channels_last,
+        activation_checkpointing=cfg.activation_checkpointing,
+    )
     if dist.is_distributed():
-        if run.device.type == "cuda":  # SyncBatchNorm has no CPU kernels; gloo runs keep local BN
-            model = run.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ddp = DistributedDataParallel(
             model, device_ids=[run.device.index] if run.device.type == "cuda" else None
         )
@@ -384,22 +440,23 @@ def distribute(run: PretrainRun) -> None:
 
 
 def epoch_loader(run: PretrainRun, state: TrainState) -> torch.utils.data.DataLoader:
-    """This process's batches of epoch ``state.epoch``, from the one after ``state.step`` on."""
-    sampler = EpochBatchSampler(
-        len(run.dataset),
-        run.per_rank,
-        state.epoch,
-        run.config.seed,
-        run.rank,
-        run.world,
-        start_batch=state.step - state.epoch * run.steps_per_epoch,
-    )
-    return torch.utils.data.DataLoader(
-        run.dataset,
-        batch_sampler=sampler,
-        num_workers=run.config.workers,
-        pin_memory=run.device.type == "cuda",
-    )
+    """This process's batches of epoch ``state.epoch``, from the one after ``state.step`` on.
+
+    The loader (and its worker processes) is built once per run; each epoch only moves its
+    sampler, which runs in this process: the batches are those of a fresh loader.
+    """
+    start_batch = state.step - state.epoch * run.steps_per_epoch
+    if run.loader is None:
+        run.sampler = EpochBatchSampler(
+            len(run.dataset), run.per_rank, state.epoch, run.config.seed, run.rank, run.world
+        )
+        run.loader = torch.utils.data.DataLoader(
+            run.dataset,
+            batch_sampler=run.sampler,
+            **perf.loader_options(run.config.workers, run.device, run.config.prefetch_factor),
+        )
+    run.sampler.set_epoch(state.epoch, start_batch)
+    return run.loader
 
 
 def train_one_epoch(
@@ -411,24 +468,49 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """Train on the rest of epoch ``state.epoch`` (all of it unless resumed mid-epoch), or until
     a stop request or ``max_steps``; ``state`` advances step by step. Returns the pass's
-    ``steps``, ``samples`` (this process's clips) and wall ``seconds``."""
+    ``steps``, ``samples`` (this process's clips), wall ``seconds`` and ``data_wait`` (seconds
+    spent waiting for the loader); a progress bar shows samples/s on the main process."""
     run.model.train()
-    started, steps, samples = time.perf_counter(), 0, 0
-    for batch in epoch_loader(run, state):
-        losses, lr = train_step(run, state, batch)
-        state.step += 1
-        steps += 1
-        samples += len(batch["frames"])
-        state.last = {
-            k: float(dist.all_reduce_mean(losses[k].detach().float()))
-            for k in ("loss", "loss_va", "loss_vv")
-        }
-        if tracker is not None:
-            row = {**state.last, "lr": lr, "n_vv_terms": int(losses["n_vv_terms"])}
-            tracker.log(state.step, {k: row[k] for k in LIVE_METRICS})
-        if stop or _reached(state, max_steps):
-            break
-    return {"steps": steps, "samples": samples, "seconds": time.perf_counter() - started}
+    meter = run.throughput
+    before = (meter.steps, meter.samples, meter.wall_s, meter.wait_s)
+    loader = epoch_loader(run, state)
+    bar = tqdm(
+        total=len(run.sampler),
+        desc=f"epoch {state.epoch + 1}/{run.config.epochs}",
+        unit="step",
+        disable=not dist.is_main_process(),
+        leave=False,
+    )
+    started = time.perf_counter()
+    batches = meter.batches(loader)
+    try:
+        for batch in batches:
+            losses, lr = train_step(run, state, batch)
+            state.step += 1
+            bar.update(1)
+            elapsed = time.perf_counter() - started
+            bar.set_postfix_str(
+                f"{(meter.samples - before[1]) * run.world / elapsed:.1f} samples/s"
+            )
+            state.last = {
+                k: float(dist.all_reduce_mean(losses[k].detach().float()))
+                for k in ("loss", "loss_va", "loss_vv")
+            }
+            if tracker is not None:
+                row = {**state.last, "lr": lr, "n_vv_terms": int(losses["n_vv_terms"])}
+                tracker.log(state.step, {k: row[k] for k in LIVE_METRICS})
+            if stop or _reached(state, max_steps):
+                break
+    finally:
+        batches.close()  # the wall time ends here, also after a break
+    bar.close()
+    steps, samples, wall, wait = (
+        now - then
+        for now, then in zip(
+            (meter.steps, meter.samples, meter.wall_s, meter.wait_s), before, strict=True
+        )
+    )
+    return {"steps": steps, "samples": samples, "seconds": wall, "data_wait": wait}
 
 
 def train_step(

@@ -115,6 +115,18 @@ def test_checkpoint_holds_what_later_stages_need(tiny_store, tiny_params_file, t
         assert pretext["audio_to_video_class_top1"][init] >= instance
     with pytest.raises(CheckpointError, match="expected .finetune."):
         load_checkpoint(out, kind="finetune")
+    # throughput (issue 9): in the metrics file, with the details in the provenance record
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["samples_per_s"] > 0 and 0 <= metrics["data_wait_fraction"] < 1
+    assert "peak_gpu_memory_mb" in metrics and metrics["peak_gpu_memory_mb"] is None  # CPU
+    speed = json.loads(provenance_path(tmp_path / "m.json").read_text())["pretrain"]["throughput"]
+    assert speed["steps"] == 4 and speed["samples"] == 4 * 8  # 2 epochs x 2 steps of batch 8
+    assert speed["processes"] == 1
+    assert speed["samples_per_s_per_process"] == pytest.approx(metrics["samples_per_s"])
+    assert metrics["samples_per_s"] == pytest.approx(32 / speed["wall_seconds"], rel=1e-2)
+    assert 0 < speed["wall_seconds"] <= metrics["seconds"]
+    assert speed["compile"] is False and speed["channels_last"] is False  # auto, on the CPU
+    assert "samples/s, " in r.stderr and "waiting for data" in r.stderr
 
 
 def test_strict_load_names_the_mismatch(tmp_path):
