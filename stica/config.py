@@ -57,6 +57,9 @@ class SynthConfig:
     background: Literal["textured", "plain"] = "plain"
     object_radius: tuple[float, float] = (0.2, 0.28)  # fraction of min(width, height)
     distractors: tuple[int, int] = (0, 0)  # inclusive range of static distractor shapes
+    # the moving object's shape, drawn per clip from these ("disc", "square", "triangle"): with
+    # several, both RGB crops of a clip share the shape and the within-modal loss learns it
+    shapes: tuple[str, ...] = ("disc",)
     # Each class's sound source has its own register: class k's base pitch is 150 Hz * 2^(k *
     # class_pitch_step) octaves, moved by up to +-pitch_jitter octaves per clip (neighbouring
     # classes overlap when the jitter exceeds half the step). 0 = a base pitch drawn from
@@ -78,6 +81,11 @@ class SynthConfig:
             0 <= self.distractors[0] <= self.distractors[1] <= 10,
             "synth.distractors",
             "must be 0 <= low <= high <= 10",
+        )
+        _check(
+            len(self.shapes) >= 1 and set(self.shapes) <= {"disc", "square", "triangle"},
+            "synth.shapes",
+            "must be a non-empty list of disc, square, triangle",
         )
         _check(0.0 <= self.class_pitch_step <= 0.5, "synth.class_pitch_step", "must be in [0, 0.5]")
         _check(0.0 <= self.pitch_jitter <= 1.0, "synth.pitch_jitter", "must be in [0, 1]")

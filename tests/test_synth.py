@@ -27,6 +27,7 @@ TINY = {"classes": 3, "train_per_class": 2, "test_per_class": 1, "duration": 1.0
 TINY.update({"width": 64, "height": 48, "fps": 30})
 # The generator's hardest setting (the demo profile makes it easier: plain scenes, big objects).
 TEXTURED = {"background": "textured", "object_radius": (0.08, 0.13), "distractors": (0, 3)}
+TEXTURED["shapes"] = ("disc", "square", "triangle")
 # Enough clips of every class for a nearest-centroid classifier to mean something.
 MOTION = {"classes": len(CLASS_NAMES), "train_per_class": 4, "test_per_class": 3}
 MOTION.update({"duration": 1.5, "width": 64, "height": 48, "seed": 3, "fps": 30, **TEXTURED})

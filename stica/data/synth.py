@@ -12,9 +12,11 @@ the motion. The class is the motion pattern and its synchronised sound, never th
   ``class_pitch_step`` gives classes registers: without them the class lives only in the temporal
   structure (sweep direction, rhythm, event timing).
 
-The appearance nuisances are params (``synth.background``, ``object_radius``, ``distractors``):
-the demo profile draws a plain one-colour scene and a large object, so that the colour jitter of
-pretraining can hide the scene completely and the motion fills more of the feature map. With
+The appearance nuisances are params (``synth.background``, ``object_radius``, ``distractors``,
+``shapes``): the demo profile draws a plain one-colour scene and one large disc, so that the colour
+jitter of pretraining can hide the scene completely, the motion fills more of the feature map, and
+no shape is shared by the two RGB crops of a clip for the within-modal loss to latch onto (with
+three shapes the demo's neighbours shared the shape, not the motion). With
 ``synth.class_pitch_step`` > 0 each class's sound source also has its own register (the base
 pitch; neighbouring classes overlap through ``pitch_jitter`` and the motion-driven swing), as real
 actions have their own sounds; the pitch contour, loudness and clicks still follow the motion.
@@ -319,7 +321,7 @@ def render_frames(
     low, high = cfg.distractors
     scene = _draw_static(rng, scene, int(rng.integers(low, high + 1)), radius_px)
     colour = _random_colour(rng, away_from=scene.mean(axis=(0, 1)))
-    shape = SHAPES[rng.integers(len(SHAPES))]
+    shape = cfg.shapes[rng.integers(len(cfg.shapes))]
     x, y, scale = track.at(t)  # (T,) each
     yy, xx = np.mgrid[0 : cfg.height, 0 : cfg.width].astype(np.float32)
     dx = xx[None] - x[:, None, None].astype(np.float32)  # (T, H, W)
