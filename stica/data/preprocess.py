@@ -139,6 +139,19 @@ def _unexpected(e: Exception) -> str:
     return " ".join(f"unexpected {e.__class__.__name__}: {e}".split())[:200]
 
 
+def input_stamps(input_dir: Path, paths: list[str]) -> list[str]:
+    """``path|size|mtime_ns`` of every input: a shard is kept on a rerun only if its inputs are
+    the same files, unchanged (a regenerated demo set reuses the same paths)."""
+    stamps = []
+    for path in paths:
+        try:
+            stat = (Path(input_dir) / path).stat()
+            stamps.append(f"{path}|{stat.st_size}|{stat.st_mtime_ns}")
+        except OSError:
+            stamps.append(f"{path}|missing")
+    return stamps
+
+
 def _build_shard(task: dict[str, Any]) -> dict[str, Any]:
     """Decode one chunk of inputs and write its shard. Runs in a worker; never raises for a bad
     input file: each becomes a row, a rejected entry or a skipped entry."""
@@ -200,8 +213,11 @@ def _build_shard(task: dict[str, Any]) -> dict[str, Any]:
             }
         )
         videos.append((decoded.frames, decoded.audio))
+    inputs = [entry["path"] for _, entry in task["items"]]
     attrs = {
-        "inputs": [entry["path"] for _, entry in task["items"]],
+        "inputs": inputs,
+        # the stamps as the plan saw them (before decoding): a file rewritten since gets rebuilt
+        "input_stamps": task["input_stamps"],
         "plan_key": task["plan_key"],
         "rows": rows,
         "rejected": rejected,
@@ -338,13 +354,20 @@ def preprocess(
         name, chunk = plan.names[k], plan.chunks[k]
         attrs = st.read_shard_attrs(out_dir / name)
         inputs = [entry["path"] for _, entry in chunk]
-        if attrs and attrs.get("plan_key") == plan.key and attrs.get("inputs") == inputs:
+        stamps = input_stamps(input_dir, inputs)
+        if (
+            attrs
+            and attrs.get("plan_key") == plan.key
+            and attrs.get("inputs") == inputs
+            and attrs.get("input_stamps") == stamps
+        ):
             kept += 1
             continue
         tasks.append(
             {
                 "shard": name,
                 "items": chunk,
+                "input_stamps": stamps,
                 "out": str(out_dir),
                 "input_root": str(input_dir),
                 "cfg": params,

@@ -198,6 +198,19 @@ def test_rerun_skips_finished_shards_and_params_change_rebuilds(tmp_path):
     assert changed.shards_built == 3 and Store(tmp_path / "s").meta.fps == 15.0
 
 
+def test_rerun_rebuilds_the_shard_of_an_input_rewritten_at_the_same_path(tmp_path):
+    # A regenerated demo set (dvc keeps the persisted store) reuses every path: the content counts.
+    fx.make_generic(tmp_path / "in", per_class=3)
+    preprocess(tmp_path / "in", tmp_path / "s", _cfg(videos_per_shard=2), progress=False)
+    before = fx.store_content(tmp_path / "s")
+    victim = sorted((tmp_path / "in").rglob("*.mp4"))[0]
+    time.sleep(0.01)  # a distinct mtime even on coarse clocks
+    fx.write_video(victim, seconds=0.8, seed=99)
+    again = preprocess(tmp_path / "in", tmp_path / "s", _cfg(videos_per_shard=2), progress=False)
+    assert (again.shards_built, again.shards_kept) == (1, 2)
+    assert fx.store_content(tmp_path / "s") != before
+
+
 def test_timeout_guard_rejects_a_slow_input(tmp_path):
     fx.write_video(tmp_path / "in" / "a" / "v.mp4", seconds=1.0)
     result = preprocess(tmp_path / "in", tmp_path / "s", _cfg(timeout=1e-4), progress=False)
