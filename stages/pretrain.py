@@ -15,11 +15,9 @@ from stica.logs import setup_logging
 # provenance record
 PRETRAIN_METRICS = {
     "a2v_top1": "pretext.audio_to_video_top1",
-    "v2a_top1": "pretext.video_to_audio_top1",
     "a2v_class_top1": "pretext.audio_to_video_class_top1",
     "steps": "pretrain.steps",
     "seconds": "pretrain.seconds",
-    "stopped_at_step": "pretrain.stopped_at_step",
     # throughput (stica.train.pretrain.throughput_report): global samples/s, the fraction of the
     # wall time spent waiting for data, peak GPU memory in MiB (null on the CPU)
     "samples_per_s": "pretrain.samples_per_s",

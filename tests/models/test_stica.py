@@ -9,7 +9,7 @@ from stica.config import ConfigError, FeatureCropConfig, ModelConfig
 from stica.models.crops import embed_crops, sample_crops
 from stica.models.stica import SticaModel, build_model, model_config_dict
 
-TINY = ModelConfig(width=8, head_hidden=32, embed_dim=16)
+TINY = ModelConfig(width=8, head_hidden=32, embed_dim=16, pooling="transformer")
 
 
 def _shapes(model):

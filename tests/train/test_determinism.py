@@ -97,10 +97,13 @@ def _assert_same_training_state(a_path: Path, b_path: Path) -> None:
     assert a["step"] == b["step"] == EPOCHS * STEPS_PER_EPOCH
     differ = [k for k, v in a["model"].items() if not torch.equal(v, b["model"][k])]
     assert not differ, f"{len(differ)} of {len(a['model'])} weights differ, e.g. {differ[:3]}"
-    momenta_a, momenta_b = a["optimizer"]["state"], b["optimizer"]["state"]
-    assert momenta_a.keys() == momenta_b.keys()
-    for i, s in momenta_a.items():
-        assert torch.equal(s["momentum_buffer"], momenta_b[i]["momentum_buffer"]), i
+    # the optimizer's state too (SGD's momentum buffers, AdamW's moments and step counts)
+    state_a, state_b = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert state_a.keys() == state_b.keys()
+    for i, s in state_a.items():
+        assert s.keys() == state_b[i].keys(), i
+        for name, value in s.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(state_b[i][name])), (i, name)
 
 
 def test_two_runs_with_the_same_seed_give_identical_checkpoints(

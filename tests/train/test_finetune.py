@@ -17,6 +17,7 @@ from stica.eval.finetune import prepare_eval, run_finetune
 from stica.eval.metrics import provenance_path
 from stica.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from stica.train.finetune import finetune_lr, prepare, train_split
+from tests.conftest import REPO_ROOT
 from tests.fixtures import moving_frames, tone
 
 CLASSES = ("left", "right", "still")
@@ -34,6 +35,9 @@ TINY_PRETRAIN = """pretrain:
 finetune:
   epochs: 3
   batch_size: 4
+  optimizer: sgd
+  lr: 0.02
+  warmup_lr: 0.0025
   warmup_epochs: 1.0
   milestones: [2]
   eval_clips: 2
@@ -87,7 +91,7 @@ def tiny(tmp_path_factory):
 
 
 def test_schedule_follows_the_paper():
-    cfg = FinetuneConfig()  # demo defaults == the paper's schedule
+    cfg = load_section("finetune", REPO_ROOT / "profiles" / "paper.yaml")
     steps = 10  # per epoch
     model = torch.nn.Linear(1, 1)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
