@@ -16,7 +16,6 @@ from stica.logs import setup_logging
 PRETRAIN_METRICS = {
     "a2v_top1": "pretext.audio_to_video_top1",
     "a2v_class_top1": "pretext.audio_to_video_class_top1",
-    "steps": "pretrain.steps",
     "seconds": "pretrain.seconds",
     # throughput (stica.train.pretrain.throughput_report): global samples/s, the fraction of the
     # wall time spent waiting for data, peak GPU memory in MiB (null on the CPU)
