@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from stica.config import load_section
-from stica.data.audio import LogMel, volume_jitter
+from stica.data.audio import build_frontend, volume_jitter
 from stica.data.augment import VideoAugment
 from stica.models.crops import embed_crops, gather_crops, sample_crops
 from stica.models.stica import build_model
@@ -94,7 +94,7 @@ def pieces(params: str) -> dict[str, Piece]:
     frames = torch.randint(0, 256, (b, t, 48, 64, 3), generator=g, dtype=torch.uint8)
     audio = torch.randn(b, cfg.audio.sample_rate * t // 10, generator=g) * 0.1
     video = torch.randn(2 * b, 3, t, s, s, generator=g)  # L1 and L2 share one trunk call
-    logmel = LogMel.from_config(cfg.audio)
+    logmel = build_frontend(cfg.audio)
     augment = VideoAugment(cfg.augment)
     spec = logmel(audio)
     with torch.no_grad():

@@ -83,17 +83,6 @@ class LogMel(nn.Module):
         self.register_buffer("mel_fb", torch.from_numpy(fb).float(), persistent=False)
         self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
 
-    @classmethod
-    def from_config(cls, config: AudioConfig) -> LogMel:
-        return cls(
-            config.sample_rate,
-            config.n_fft,
-            config.win_ms,
-            config.hop_ms,
-            config.n_mels,
-            config.spec_norm,
-        )
-
     def frames_for(self, num_samples: int) -> int:
         """Frames produced for ``num_samples`` samples (centred STFT)."""
         return 1 + num_samples // self.hop_length
@@ -214,17 +203,6 @@ class GdtLogFbank(nn.Module):
         # transposed for (frames, bins) @ (bins, filters); derived from config, not persistent
         self.register_buffer("fbank_t", torch.from_numpy(fb.T.copy()), persistent=False)
 
-    @classmethod
-    def from_config(cls, config: AudioConfig) -> GdtLogFbank:
-        return cls(
-            config.sample_rate,
-            config.n_fft,
-            config.win_ms,
-            config.hop_ms,
-            config.n_mels,
-            config.spec_norm,
-        )
-
     def frames_for(self, num_samples: int) -> int:
         """Frames for ``num_samples`` samples: one, or enough to cover them with the last padded."""
         if num_samples <= self.win_length:
@@ -257,11 +235,17 @@ def build_frontend(config: AudioConfig) -> LogMel | GdtLogFbank:
 
     The module maps (B, S) waveforms to (B, 1, bands, frames) and has ``frames_for(S)``.
     """
-    if config.frontend == "gdt":
-        return GdtLogFbank.from_config(config)
-    if config.frontend == "librosa":
-        return LogMel.from_config(config)
-    raise ValueError(f"unknown audio front end {config.frontend!r}")
+    kinds = {"gdt": GdtLogFbank, "librosa": LogMel}
+    if config.frontend not in kinds:
+        raise ValueError(f"unknown audio front end {config.frontend!r}")
+    return kinds[config.frontend](
+        config.sample_rate,
+        config.n_fft,
+        config.win_ms,
+        config.hop_ms,
+        config.n_mels,
+        config.spec_norm,
+    )
 
 
 def volume_jitter(

@@ -48,7 +48,7 @@ def supervised_upper_bound(
     pretraining's budget (its epochs and batch; finetuning's lr schedule stretched to it) and
     score it as finetuning does (split 1)."""
     from stica import dist
-    from stica.eval.finetune import evaluate
+    from stica.eval.finetune import evaluate_test
     from stica.train.finetune import prepare, train_split
 
     epochs = pretrain_config.epochs
@@ -75,17 +75,7 @@ def supervised_upper_bound(
         dist.device(),
         dist.StopRequested(),
     )
-    result = evaluate(
-        model,
-        plan.store,
-        data.test,
-        plan.num_frames,
-        plan.augment,
-        config.eval_clips,
-        config.eval_crops,
-        config.eval_batch_size,
-        config.workers,
-    )
+    result = evaluate_test(model, plan, data.test, config)
     (work / "supervised.state").unlink(missing_ok=True)
     return result["metrics"]
 

@@ -401,14 +401,13 @@ def prepare_eval(store_dir: str | Path, ckpt: str | Path, split: int | None) -> 
     return EvalPlan(payload, model, store, data, trained.num_frames or pre.num_frames, augment)
 
 
-def run_eval(
-    plan: EvalPlan, config: FinetuneConfig, plots_dir: str | Path | None = None
-) -> dict[str, Any]:
-    model = plan.model.to(dist.device())
-    result = evaluate(
+def evaluate_test(model, plan, test: list, config: FinetuneConfig) -> dict[str, Any]:
+    """:func:`evaluate` on ``test`` with the plan's store, frames and augment and the views and
+    batch ``config`` asks for (any plan with ``store``, ``num_frames`` and ``augment``)."""
+    return evaluate(
         model,
         plan.store,
-        plan.data.test,
+        test,
         plan.num_frames,
         plan.augment,
         config.eval_clips,
@@ -416,6 +415,12 @@ def run_eval(
         config.eval_batch_size,
         config.workers,
     )
+
+
+def run_eval(
+    plan: EvalPlan, config: FinetuneConfig, plots_dir: str | Path | None = None
+) -> dict[str, Any]:
+    result = evaluate_test(plan.model.to(dist.device()), plan, plan.data.test, config)
     split = plan.data.split
     if plots_dir is not None:
         confusion_matrix_plot(
