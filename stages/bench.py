@@ -64,6 +64,12 @@ def loader(store, videos_dir, clips, frames, seed, json_out):
     "refer to always runs).",
 )
 @click.option(
+    "--pooling",
+    type=click.Choice(["avg", "transformer"]),
+    default=None,
+    help="Run only the strategies with this pooling [default: both].",
+)
+@click.option(
     "--compile/--no-compile",
     "compile_trunk",
     default=None,
@@ -85,6 +91,7 @@ def train(
     warmup,
     device,
     only,
+    pooling,
     compile_trunk,
     store,
     json_out,
@@ -118,15 +125,21 @@ def train(
     if batch_size is None:
         batch_size = 8 if torch.cuda.is_available() else 16
     if store is not None:
-        if only or device:
-            raise click.UsageError("--store times the params' own step: drop --only and --device")
+        if only or device or pooling:
+            raise click.UsageError(
+                "--store times the params' own step: drop --only, --pooling and --device"
+            )
         config = dataclasses.replace(config, batch_size=batch_size)
         result = bench_store(config, store, steps, warmup)
         click.echo(format_store_table(result))
     else:
-        strategies = [s for s in train_strategies() if not only or any(o in s.name for o in only)]
+        strategies = [
+            s
+            for s in train_strategies()
+            if (not only or any(o in s.name for o in only)) and pooling in (None, s.pooling)
+        ]
         if not strategies:
-            raise click.BadParameter("no strategy matches", param_hint="--only")
+            raise click.BadParameter("no strategy matches", param_hint="--only/--pooling")
         # the clip spans num_frames at the store's fps: that sets the audio length per sample
         fps = load_section("preprocess", params_path).fps
         result = bench_train(config, batch_size, steps, warmup, device, strategies, fps=fps)

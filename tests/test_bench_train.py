@@ -77,6 +77,24 @@ def test_bench_train_only_without_the_reference_still_has_ratios(tiny_params_fil
     assert result["compile"] is False and result["cudnn_autotune"] is False
 
 
+def test_bench_train_pooling_filter_keeps_its_reference(tiny_params_file, tmp_path):
+    out = tmp_path / "bench.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "stica", "bench", "train", "--params", str(tiny_params_file)]
+        + ["--batch-size", "4", "--steps", "1", "--warmup", "0", "--json-out", str(out)]
+        + ["--only", "paper best", "--pooling", "transformer", "--no-compile"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["strategy"], row["pooling"]) for row in rows] == [
+        ("two RGB crops", "transformer"),
+        ("feature crops (paper best)", "transformer"),
+    ]
+
+
 def test_bench_train_store_times_real_steps_end_to_end(tiny_store, tiny_params_file, tmp_path):
     out = tmp_path / "store.json"
     r = subprocess.run(
