@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from stica.data.clips import ClipReader
+from stica.data.clips import Clip, ClipReader
 from stica.data.store import Store, VideoRecord
 from stica.errors import SticaError
 
@@ -70,7 +70,12 @@ class RandomClips(torch.utils.data.Dataset):
 
 class UniformClips(torch.utils.data.Dataset):
     """``clips_per_video`` evenly spaced clips of every record; item ``i`` is clip ``i % clips`` of
-    video ``i // clips``."""
+    video ``i // clips``.
+
+    The clips of a video are decoded together (:meth:`ClipReader.read_many`: each stored frame
+    once) and kept until another video is asked for, so reading the items in order, as
+    evaluation's batches do, decodes every frame of a video once however much its clips overlap.
+    """
 
     def __init__(
         self, store: Store, records: Sequence[VideoRecord], num_frames: int, clips_per_video: int
@@ -80,15 +85,22 @@ class UniformClips(torch.utils.data.Dataset):
         self.num_frames = num_frames
         self.clips_per_video = clips_per_video
         self.clip_seconds = num_frames / store.meta.fps
+        self._video_clips: tuple[int, list[Clip]] | None = None  # the last video read
 
     def __len__(self) -> int:
         return len(self.records) * self.clips_per_video
 
+    def clips_of(self, video: int) -> list[Clip]:
+        if self._video_clips is None or self._video_clips[0] != video:
+            record = self.records[video]
+            starts = uniform_starts(record.duration, self.clip_seconds, self.clips_per_video)
+            self._video_clips = (video, self.reader.read_many(record.id, starts, self.num_frames))
+        return self._video_clips[1]
+
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         video, clip_index = divmod(item, self.clips_per_video)
         record = self.records[video]
-        start = uniform_starts(record.duration, self.clip_seconds, self.clips_per_video)[clip_index]
-        clip = self.reader.read(record.id, start, self.num_frames)
+        clip = self.clips_of(video)[clip_index]
         return {
             "frames": torch.from_numpy(np.ascontiguousarray(clip.frames)),
             "audio": torch.from_numpy(clip.audio.astype(np.float32) / 32768.0),

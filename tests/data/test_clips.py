@@ -129,3 +129,32 @@ def test_reader_in_dataloader_workers(store):
     assert frames.shape == (9, 8, 48, 64, 3)
     expected = np.stack([ds[i][0] for i in range(9)])
     assert np.array_equal(frames.numpy(), expected)
+
+
+@pytest.mark.parametrize("video", ["flash/f", "flash/short", "other/mute"])
+def test_read_many_equals_separate_reads_and_decodes_each_frame_once(store, video, monkeypatch):
+    import stica.data.clips as clips_module
+    from stica.data.datasets import UniformClips, uniform_starts
+
+    reader = ClipReader(store)
+    record = reader.store.get(video)
+    starts = uniform_starts(record.duration, 30 / 30.0, 10)  # 10 overlapping 1 s clips
+    separate = [reader.read(video, s, 30) for s in starts]
+
+    opened = []
+    real_open = clips_module.Image.open
+    monkeypatch.setattr(
+        clips_module.Image, "open", lambda *a, **k: opened.append(1) or real_open(*a, **k)
+    )
+    together = reader.read_many(video, starts, 30)
+    assert len(opened) == record.num_frames  # the clips cover the video: every frame, once
+    for one, many in zip(separate, together, strict=True):
+        np.testing.assert_array_equal(one.frames, many.frames)
+        np.testing.assert_array_equal(one.audio, many.audio)
+        assert one.start == many.start
+
+    dataset = UniformClips(reader.store, [record], num_frames=30, clips_per_video=10)
+    for i, clip in enumerate(separate):
+        item = dataset[i]
+        np.testing.assert_array_equal(item["frames"].numpy(), clip.frames)
+        np.testing.assert_array_equal(item["audio"].numpy(), clip.audio / 32768.0)
