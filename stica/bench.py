@@ -312,6 +312,8 @@ def _bench_train(base, batch_size, steps, warmup, dev, strategies, height, width
             losses["loss"].backward()
             optimizer.step()
             _sync(dev)
+            if i == 0:
+                first_loss = float(losses["loss"].detach())
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
         step_s = statistics.median(times)
@@ -329,6 +331,8 @@ def _bench_train(base, batch_size, steps, warmup, dev, strategies, height, width
                     torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
                 ),
                 "vv_terms": int(losses["n_vv_terms"]),
+                # same init and clips in every run: compiled vs eager losses compare here
+                "first_step_loss": first_loss,
             }
         )
         del model, optimizer, step_fn

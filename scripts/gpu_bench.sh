@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Issue 9's GPU figures in one run: the paper-best step (feature crops + transformer) against two
+# RGB crops at batch 8 and 64, eager vs channels_last_3d + torch.compile; `stica pretrain`'s real
+# loader end to end vs compute only; extract-features clips/s. Every step has its own time limit
+# and writes JSON as it goes, so a slow step costs only itself.
+#
+#   bash scripts/gpu_bench.sh OUT_DIR            # on the GPU machine (see ../shared/device/README.md)
+#   PROFILE=params.yaml B_SMALL=4 B_LARGE=8 STEPS=1 WORKERS=2 SYNTH="--set train_per_class=4" \
+#     COMPILE=--no-compile bash scripts/gpu_bench.sh /tmp/gpu_dry   # a dry run on a CPU
+set -uo pipefail
+out=${1:?usage: gpu_bench.sh OUT_DIR}
+mkdir -p "$out"
+profile=${PROFILE:-profiles/paper.yaml}
+b_small=${B_SMALL:-8}
+b_large=${B_LARGE:-64}
+steps=${STEPS:-5}
+workers=${WORKERS:-14}
+synth=${SYNTH:---set train_per_class=80}
+compile=${COMPILE:---compile}
+work=${WORK:-/tmp/stica_gpu_bench}
+log="$out/log.txt"
+stica="python3 -m stica"
+fast="$compile --set channels_last=on --set deterministic=false"
+eager="--no-compile --set channels_last=off --set deterministic=false"
+
+step() { # NAME SECONDS COMMAND...: run with a limit, log its output and exit status
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name start $(date +%T)" | tee -a "$log"
+  timeout "$limit" "$@" >>"$log" 2>&1
+  echo "== $name rc=$? end $(date +%T)" | tee -a "$log"
+}
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+  nproc
+} >>"$log" 2>&1
+
+bench="$stica bench train --params $profile --only paper --pooling transformer --steps $steps"
+step b64_eager 90 $bench --batch-size "$b_large" --warmup 2 $eager --json-out "$out/b64_eager.json"
+step b64_fast 200 $bench --batch-size "$b_large" --warmup 3 $fast --json-out "$out/b64_fast.json"
+step b8_eager 60 $bench --batch-size "$b_small" --warmup 2 $eager --json-out "$out/b8_eager.json"
+step b8_fast 150 $bench --batch-size "$b_small" --warmup 3 $fast --json-out "$out/b8_fast.json"
+
+rm -rf "$work" && mkdir -p "$work"
+step synth 60 $stica synth --out "$work/videos" --workers "$workers" --params "$profile" $synth
+step preprocess 90 $stica preprocess "$work/videos" --out "$work/store" --params "$profile" \
+  --set workers="$workers"
+step store 150 $stica bench train --params "$profile" --store "$work/store" --batch-size "$b_large" \
+  --steps $((4 * steps)) --warmup 3 $fast --set workers="$workers" --set prefetch_factor=4 \
+  --json-out "$out/store.json"
+step extract 90 $stica extract-features "$work/store" --ckpt random --out "$work/features.h5" \
+  --params "$profile" --set workers="$workers" --set batch_size=200 \
+  --set chunk_videos=200
+# the paper profile's default, deterministic: true (deterministic cuDNN, no autotuning), last
+step b64_det 120 $bench --batch-size "$b_large" --warmup 3 $compile --set channels_last=on \
+  --set deterministic=true --json-out "$out/b64_det.json"
+echo "== done $(date +%T)" | tee -a "$log"
