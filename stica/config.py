@@ -547,6 +547,11 @@ class FeaturesConfig:
     # bf16 autocast of the forward passes; "auto": on CUDA only (features then carry bf16
     # rounding instead of fp32's)
     autocast: Switch = "auto"
+    # torch.compile the video trunk (batches padded to batch_size: one graph); "auto": CUDA only
+    compile: Switch = "auto"
+    # torch's deterministic mode (no cuDNN autotuning): the same features run to run; false lets
+    # cuDNN autotune on CUDA
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
         _check(self.clips_per_video >= 1, "features.clips_per_video", "must be >= 1")
@@ -556,6 +561,11 @@ class FeaturesConfig:
         _check(
             self.autocast in SWITCH_VALUES,
             "features.autocast",
+            f"must be one of {', '.join(SWITCH_VALUES)}",
+        )
+        _check(
+            self.compile in SWITCH_VALUES,
+            "features.compile",
             f"must be one of {', '.join(SWITCH_VALUES)}",
         )
 

@@ -8,8 +8,10 @@ Resumable: the features of finished chunks of videos are kept in a partial file 
 (with a fingerprint of the inputs), so a killed run continues from its last finished chunk.
 
 Speed: one DataLoader for the whole run (its workers persist across chunks, batches never straddle
-two chunks), pinned batches and asynchronous copies on CUDA, bf16 autocast (``features.autocast``,
-on CUDA by default) and a channels_last_3d trunk on CUDA.
+two chunks, the overlapping clips of a video decoded once), pinned batches and asynchronous copies
+on CUDA, bf16 autocast (``features.autocast``), a compiled (``features.compile``; batches padded to
+one shape) channels_last_3d trunk, all on CUDA by default; ``features.deterministic: false`` lets
+cuDNN autotune.
 """
 
 from __future__ import annotations
@@ -51,14 +53,20 @@ def extract_features(
     config: FeaturesConfig,
     random_config: PretrainConfig,
     out: str | Path,
+    compile_backend: str = "inductor",
 ) -> dict[str, Any]:
     """Write the features file ``out`` for every video of the store; returns a summary.
 
-    Always deterministic: forward only, it costs nothing on CPU, and on GPU the per-video sums
-    (``index_add_``) and cuDNN need torch's deterministic mode.
+    Deterministic by default (``features.deterministic``): forward only, it costs nothing on CPU,
+    and on GPU the per-video sums (``index_add_``) and cuDNN need torch's deterministic mode.
+    ``compile_backend`` is torch.compile's when ``features.compile`` is on (tests: "aot_eager").
     """
-    with deterministic_mode(True, dist.device()):
-        return _extract_features(store_dir, ckpt, config, random_config, out)
+    device = dist.device()
+    with (
+        deterministic_mode(config.deterministic, device),
+        perf.cudnn_autotune(device, config.deterministic),
+    ):
+        return _extract_features(store_dir, ckpt, config, random_config, out, compile_backend)
 
 
 def _extract_features(
@@ -67,6 +75,7 @@ def _extract_features(
     config: FeaturesConfig,
     random_config: PretrainConfig,
     out: str | Path,
+    compile_backend: str,
 ) -> dict[str, Any]:
     out = Path(out)
     store = Store(store_dir)
@@ -79,7 +88,11 @@ def _extract_features(
     num_frames = made_with.num_frames
     device = dist.device()
     model.eval().to(device)
-    perf.set_channels_last(model.video_trunk, device.type == "cuda")
+    switches = perf.configure_trunk(
+        model.video_trunk, device, config.compile, "auto", backend=compile_backend
+    )
+    # a compiled trunk sees one batch shape: the last, smaller batch is padded up to it
+    pad_to = config.batch_size if switches["compile"] else None
     amp = perf.resolve(config.autocast, device)
     transform = EvalTransform.from_config(made_with.augment)
     logmel = build_frontend(made_with.audio).to(device)
@@ -114,7 +127,7 @@ def _extract_features(
         chunk_batches = (next(batches) for _ in range(sampler.batches_in(len(chunk))))
         with perf.autocast(device, amp):
             v, a, c = _chunk_features(
-                model, transform, logmel, chunk_batches, first, len(chunk), clips, device
+                model, transform, logmel, chunk_batches, first, len(chunk), clips, device, pad_to
             )
         video_feats.append(v)
         audio_feats.append(a)
@@ -153,6 +166,8 @@ def _extract_features(
         "checkpoint": provenance.checkpoint,
         "clips_per_s": len(todo) * clips / seconds if todo and seconds > 0 else None,
         "autocast": amp,
+        **switches,
+        "deterministic": config.deterministic,
     }
 
 
@@ -184,9 +199,10 @@ class ChunkBatches(torch.utils.data.Sampler):
                 yield list(range(b, min(b + self.batch_size, hi)))
 
 
-def _chunk_features(model, transform, logmel, batches, offset, n, clips, device):
+def _chunk_features(model, transform, logmel, batches, offset, n, clips, device, pad_to=None):
     """Features of the ``n`` videos from ``offset`` (indices of the loader's dataset), whose
-    clips come in ``batches`` in order.
+    clips come in ``batches`` in order; a batch smaller than ``pad_to`` goes through the video
+    trunk padded with copies of its last clip (a compiled trunk's one shape).
 
     Shape: -> video (n, D), audio (n, Da), each row L2-normalised (audio rows may be zero),
     and every clip's own video feature (n, C, D), L2-normalised, as float16."""
@@ -194,7 +210,10 @@ def _chunk_features(model, transform, logmel, batches, offset, n, clips, device)
     first = 0
     for batch in batches:
         frames = batch["frames"].to(device, non_blocking=True)  # (B, T, H, W, 3) uint8
-        fmap = model.video_map(transform(frames))  # (B, D, T1, H1, W1)
+        b = len(frames)
+        if pad_to is not None and b < pad_to:
+            frames = torch.cat([frames, frames[-1:].expand(pad_to - b, *frames.shape[1:])])
+        fmap = model.video_map(transform(frames))[:b]  # (B, D, T1, H1, W1)
         v = fmap.amax(dim=(2, 3, 4)).float()  # (B, D): max-pool of the last block's map
         spec = logmel(batch["audio"].to(device, non_blocking=True))
         a = model.audio_features(spec).float()  # (B, Da)

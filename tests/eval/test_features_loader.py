@@ -30,7 +30,7 @@ def configs(tiny_params_file):
 def reference(tiny_store, tiny_checkpoint, configs, tmp_path_factory):
     out = tmp_path_factory.mktemp("features") / "ref.h5"
     summary = extract_features(tiny_store, str(tiny_checkpoint), *configs, out)
-    assert summary["autocast"] is False  # auto on the CPU
+    assert summary["autocast"] is False and summary["compile"] is False  # auto on the CPU
     assert summary["clips_per_s"] > 0
     return read_features(out)
 
@@ -59,3 +59,21 @@ def test_bf16_autocast_when_asked(tiny_store, tiny_checkpoint, configs, referenc
     assert not np.array_equal(got.features, reference.features)  # really another precision
     cosine = np.sum(got.features * reference.features, axis=1)  # rows are unit vectors
     assert cosine.min() > 0.99
+
+
+def test_compiled_trunk_with_padded_last_batches_gives_the_same_features(
+    tiny_store, tiny_checkpoint, configs, reference, tmp_path
+):
+    """features.compile traces the trunk (aot_eager: dynamo + AOT autograd as inductor, without
+    generating C++) for one batch shape; every chunk's last batch is padded to it, and the
+    padding's features must not leak into any video's."""
+    features, pretrain = configs
+    config = dataclasses.replace(features, compile="on", chunk_videos=5, batch_size=4)
+    out = tmp_path / "compiled.h5"
+    summary = extract_features(
+        tiny_store, str(tiny_checkpoint), config, pretrain, out, compile_backend="aot_eager"
+    )
+    assert summary["compile"] is True
+    got = read_features(out)
+    np.testing.assert_allclose(got.features, reference.features, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got.clip_features, reference.clip_features, rtol=2e-3, atol=1e-3)
