@@ -35,8 +35,11 @@ def extract_features(store, ckpt, out, params_path, overrides):
     random_config = load_section("pretrain", params_path)
     setup_logging(Path(out).with_suffix(".log"))
     summary = run(store, ckpt, config, random_config, out)
-    speed = summary["clips_per_s"]
+    speed, steady = summary["clips_per_s"], summary["steady_clips_per_s"]
     click.echo(
         f"features of {summary['videos']} videos ({summary['with_audio']} with audio) "
-        f"from {summary['checkpoint']} -> {out}" + (f" ({speed:.0f} clips/s)" if speed else "")
+        f"from {summary['checkpoint']} -> {out}"
+        + (f" ({speed:.0f} clips/s" if speed else "")
+        + (f", {steady:.0f} after the first chunk" if steady else "")
+        + (")" if speed else "")
     )

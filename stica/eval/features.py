@@ -122,6 +122,7 @@ def _extract_features(
     )
     batches = iter(loader) if todo else iter(())
     started = time.perf_counter()
+    warm: tuple[float, int] | None = None  # (time, videos done) when the first chunk ended
     for first in range(0, len(todo), config.chunk_videos):
         chunk = todo[first : first + config.chunk_videos]
         chunk_batches = (next(batches) for _ in range(sampler.batches_in(len(chunk))))
@@ -134,6 +135,8 @@ def _extract_features(
         clip_feats.append(c)
         _save_partial(partial_path(out), fingerprint, video_feats, audio_feats, clip_feats)
         bar.update(len(chunk))
+        if warm is None:
+            warm = (time.perf_counter(), first + len(chunk))
         bar.set_postfix_str(
             f"{(first + len(chunk)) * clips / (time.perf_counter() - started):.0f} clips/s"
         )
@@ -165,6 +168,12 @@ def _extract_features(
         "with_audio": int(has_audio.sum()),
         "checkpoint": provenance.checkpoint,
         "clips_per_s": len(todo) * clips / seconds if todo and seconds > 0 else None,
+        # after the first chunk, which pays for compiling and cuDNN autotuning
+        "steady_clips_per_s": (
+            (len(todo) - warm[1]) * clips / (started + seconds - warm[0])
+            if warm and len(todo) > warm[1]
+            else None
+        ),
         "autocast": amp,
         **switches,
         "deterministic": config.deterministic,
