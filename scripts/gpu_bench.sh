@@ -6,7 +6,8 @@
 #
 #   bash scripts/gpu_bench.sh OUT_DIR            # on the GPU machine (see ../shared/device/README.md)
 #   PROFILE=params.yaml B_SMALL=4 B_LARGE=8 STEPS=1 WORKERS=2 SYNTH="--set train_per_class=4" \
-#     COMPILE=--no-compile bash scripts/gpu_bench.sh /tmp/gpu_dry   # a dry run on a CPU
+#     COMPILE=off bash scripts/gpu_bench.sh /tmp/gpu_dry   # a dry run on a CPU
+#   ONLY="synth|preprocess|extract.*" bash scripts/gpu_bench.sh OUT_DIR   # some steps only
 set -uo pipefail
 out=${1:?usage: gpu_bench.sh OUT_DIR}
 mkdir -p "$out"
@@ -16,7 +17,9 @@ b_large=${B_LARGE:-64}
 steps=${STEPS:-5}
 workers=${WORKERS:-14}
 synth=${SYNTH:---set train_per_class=80}
-compile=${COMPILE:---compile}
+compile_switch=${COMPILE:-on}  # on|off: off for a dry run on a CPU
+compile=--compile
+[[ $compile_switch == off ]] && compile=--no-compile
 work=${WORK:-/tmp/stica_gpu_bench}
 log="$out/log.txt"
 stica="python3 -m stica"
@@ -26,6 +29,7 @@ eager="--no-compile --set channels_last=off --set deterministic=false"
 step() { # NAME SECONDS COMMAND...: run with a limit, log its output and exit status
   local name=$1 limit=$2
   shift 2
+  if [[ -n "${ONLY:-}" && ! "$name" =~ ^(${ONLY})$ ]]; then return; fi
   echo "== $name start $(date +%T)" | tee -a "$log"
   timeout "$limit" "$@" >>"$log" 2>&1
   echo "== $name rc=$? end $(date +%T)" | tee -a "$log"
@@ -50,9 +54,14 @@ step preprocess 90 $stica preprocess "$work/videos" --out "$work/store" --params
 step store 150 $stica bench train --params "$profile" --store "$work/store" --batch-size "$b_large" \
   --steps $((4 * steps)) --warmup 3 $fast --set workers="$workers" --set prefetch_factor=4 \
   --json-out "$out/store.json"
-step extract 90 $stica extract-features "$work/store" --ckpt random --out "$work/features.h5" \
-  --params "$profile" --set workers="$workers" --set batch_size=200 \
-  --set chunk_videos=200
+extract="$stica extract-features $work/store --ckpt random --params $profile --set workers=$workers"
+extract="$extract --set batch_size=200 --set chunk_videos=100"
+step extract 120 $extract --out "$work/features.h5" --set compile="$compile_switch"
+step extract_autotune 90 $extract --out "$work/features_autotune.h5" --set compile="$compile_switch" \
+  --set deterministic=false
+step extract_eager 90 $extract --out "$work/features_eager.h5" --set compile=off
+step profile 150 python3 scripts/profile_step.py --params "$profile" --batch-size "$b_large" \
+  --set compile="$compile_switch" --set channels_last=on --set deterministic=false
 # the paper profile's default, deterministic: true (deterministic cuDNN, no autotuning), last
 step b64_det 120 $bench --batch-size "$b_large" --warmup 3 $compile --set channels_last=on \
   --set deterministic=true --json-out "$out/b64_det.json"

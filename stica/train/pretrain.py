@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.profiler import record_function
 from tqdm import tqdm
 
 from stica import determinism, dist, perf
@@ -101,35 +102,40 @@ class StepComputer:
         with torch.autocast(
             device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
         ):
-            spec = self.logmel(volume_jitter(audio, gen, *cfg.audio.volume_jitter))
-            videos = self.views(frames, gen)
+            # the labels name the step's phases in torch.profiler traces (scripts/profile_step.py)
+            with record_function("stica.audio_frontend"):
+                spec = self.logmel(volume_jitter(audio, gen, *cfg.audio.volume_jitter))
+            with record_function("stica.augment"):
+                videos = self.views(frames, gen)
             feature_crops = cfg.mode == "feature_crops"
-            out = self.model(
-                videos=videos,
-                spec=spec,
-                crops=cfg.crops if feature_crops else None,
-                generator=gen,
-                crop_views=2 if feature_crops else None,
-            )
+            with record_function("stica.model"):
+                out = self.model(
+                    videos=videos,
+                    spec=spec,
+                    crops=cfg.crops if feature_crops else None,
+                    generator=gen,
+                    crop_views=2 if feature_crops else None,
+                )
             z = [v.float() for v in out["video"]]
             crops = out.get("crops") or [None, None]
-            return stica_loss(
-                cfg.mode,
-                out["audio"].float(),
-                z[0],
-                z[1] if len(z) > 1 else None,
-                crops1=_float_views(crops[0]),
-                crops2=_float_views(crops[1]),
-                small_rgb=z[2:],
-                lambda_va=cfg.lambda_va,
-                lambda_vv=cfg.lambda_vv,
-                temperature_va=cfg.temperature_va,
-                temperature_vv=cfg.temperature_vv,
-                vv_pairs=cfg.vv_pairs,
-                vv_reduction=cfg.vv_reduction,
-                va_reduction=cfg.va_reduction,
-                stop_grad_keys=cfg.stop_grad_keys,
-            )
+            with record_function("stica.loss"):
+                return stica_loss(
+                    cfg.mode,
+                    out["audio"].float(),
+                    z[0],
+                    z[1] if len(z) > 1 else None,
+                    crops1=_float_views(crops[0]),
+                    crops2=_float_views(crops[1]),
+                    small_rgb=z[2:],
+                    lambda_va=cfg.lambda_va,
+                    lambda_vv=cfg.lambda_vv,
+                    temperature_va=cfg.temperature_va,
+                    temperature_vv=cfg.temperature_vv,
+                    vv_pairs=cfg.vv_pairs,
+                    vv_reduction=cfg.vv_reduction,
+                    va_reduction=cfg.va_reduction,
+                    stop_grad_keys=cfg.stop_grad_keys,
+                )
 
 
 def _float_views(views: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
