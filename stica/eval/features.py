@@ -9,9 +9,9 @@ Resumable: the features of finished chunks of videos are kept in a partial file 
 
 Speed: one DataLoader for the whole run (its workers persist across chunks, batches never straddle
 two chunks, the overlapping clips of a video decoded once), pinned batches and asynchronous copies
-on CUDA, bf16 autocast (``features.autocast``), a compiled (``features.compile``; batches padded to
-one shape) channels_last_3d trunk, all on CUDA by default; ``features.deterministic: false`` lets
-cuDNN autotune.
+on CUDA, bf16 autocast (``features.autocast``) and a channels_last_3d trunk on CUDA by default;
+optionally a compiled trunk (``features.compile``; batches padded to one shape) and cuDNN
+autotuning (``features.deterministic: false``).
 """
 
 from __future__ import annotations
