@@ -136,3 +136,52 @@ def test_eval_centre_and_three_crops():
     )
     with pytest.raises(ValueError, match="short_side"):
         EvalTransform(crop_size=32, short_side=16)
+
+
+def _reference_view(cfg, clips, seed):
+    """The augmentation as its definition reads, one clip at a time: the same draws in the same
+    order, then each jittered clip's four ops in its own order, grey, blur, normalise."""
+    from stica.data import augment as aug
+
+    gen = torch.Generator().manual_seed(seed)
+    b, t, h, w, _ = clips.shape
+    boxes = aug.sample_boxes(gen, b, h, w, cfg.scale, cfg.ratio)
+    flip = aug._bernoulli(gen, b, cfg.flip_p)
+    jitter = aug._bernoulli(gen, b, cfg.jitter_p)
+    factors = {
+        "brightness": aug._uniform(gen, (b,), 1 - cfg.brightness, 1 + cfg.brightness),
+        "contrast": aug._uniform(gen, (b,), 1 - cfg.contrast, 1 + cfg.contrast),
+        "saturation": aug._uniform(gen, (b,), 1 - cfg.saturation, 1 + cfg.saturation),
+        "hue": aug._uniform(gen, (b,), -cfg.hue, cfg.hue),
+    }
+    grey = aug._bernoulli(gen, b, cfg.grayscale_p)
+    blur = aug._bernoulli(gen, b, cfg.blur_p)
+    sigma = aug._uniform(gen, (b,), *cfg.blur_sigma)
+    order = torch.rand(b, 4, generator=gen).argsort(1)
+    s = cfg.crop_size
+    out = []
+    for i in range(b):
+        x = crop_resize(
+            aug._to_float_planes(clips[i : i + 1]), boxes[i : i + 1], s, flip[i : i + 1]
+        )
+        x = x.view(1, t, 3, s, s)
+        if jitter[i]:
+            for k in order[i].tolist():
+                op = aug._JITTER_OPS[k]
+                x = aug._JITTER[op](x, factors[op][i].view(1, 1, 1, 1, 1))
+        if grey[i]:
+            x = aug._grey(x).expand_as(x)
+        if blur[i]:
+            x = aug._blur(x.reshape(1, t * 3, s, s), sigma[i : i + 1], blur[i : i + 1], s)
+        out.append(aug._normalise(x.view(1, t, 3, s, s), cfg.mean, cfg.std))
+    return torch.cat(out)
+
+
+def test_jitter_in_random_order_matches_the_per_clip_reference():
+    cfg = dataclasses.replace(
+        CFG, jitter_p=0.7, hue=0.3, grayscale_p=0.4, blur_p=0.5, jitter_order="random"
+    )
+    clips = random_clips(b=12, seed=3)
+    got = VideoAugment(cfg)(clips, torch.Generator().manual_seed(5))
+    want = _reference_view(cfg, clips, 5)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

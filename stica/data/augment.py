@@ -270,15 +270,22 @@ class VideoAugment:
         x = x.view(b, t, 3, size, size)
         factors = {"brightness": bright, "contrast": contrast, "saturation": sat, "hue": hue}
         active = [op for op in _JITTER_OPS if op != "hue" or cfg.hue > 0]
-        order = order.to(dev)
+        # Each op runs on the clips that take it at this position only (every op is per clip):
+        # four ops per jittered clip instead of every op on the whole batch, and the choices
+        # are made where the parameters were drawn (a CPU generator: no device sync).
+        jitter, order = jitter.cpu(), order.cpu()
         for position in range(len(_JITTER_OPS)):
             for k, op in enumerate(_JITTER_OPS):
-                chosen = jitter.to(dev) & (order[:, position] == k)  # (B,) op k at this position
-                if op in active and bool(chosen.any()):
-                    jittered = _JITTER[op](x, per_clip(factors[op].to(dev)))
-                    x = torch.where(per_clip(chosen), jittered, x)
-        x = torch.where(per_clip(grey), _grey(x).expand_as(x), x)
-        x = _blur(x.reshape(b, t * 3, size, size), sigma.to(dev), blur.to(dev), size)
+                rows = torch.nonzero(jitter & (order[:, position] == k)).flatten()
+                if op in active and len(rows):
+                    factor = factors[op].cpu()[rows].to(dev).view(-1, 1, 1, 1, 1)
+                    rows = rows.to(dev)
+                    x[rows] = _JITTER[op](x[rows], factor)
+        grey = grey.cpu()
+        if bool(grey.any()):
+            x = torch.where(per_clip(grey), _grey(x).expand_as(x), x)
+        if bool(blur.cpu().any()):  # the identity kernel of the others changes nothing
+            x = _blur(x.reshape(b, t * 3, size, size), sigma.to(dev), blur.to(dev), size)
         return _normalise(x.view(b, t, 3, size, size), cfg.mean, cfg.std)
 
     def two_views(
