@@ -21,6 +21,7 @@ Choices (documented, differing from torchvision's image transforms):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -100,43 +101,54 @@ def crop_resize(
 def sample_boxes(
     gen: torch.Generator,
     n: int,
-    height: int,
-    width: int,
+    height: int | Sequence[int],
+    width: int | Sequence[int],
     scale: tuple[float, float],
     ratio: tuple[float, float],
 ) -> torch.Tensor:
     """Random-resized-crop boxes (torchvision's rule, vectorised over clips and attempts).
 
     Area fraction ~ U(scale), log aspect ratio ~ U(log ratio); the first of several attempts that
-    fits the frame is kept, else the largest centred box within the ratio range.
+    fits the frame is kept, else the largest centred box within the ratio range. ``height`` and
+    ``width`` are the frame's, or each clip's (a batch of padded clips of several sizes).
 
     Shape:
         - output: (n, 4) as (x0, y0, w, h) in pixels, on the generator's device
     """
-    area = height * width
+    heights = [height] * n if isinstance(height, int) else [int(v) for v in height]
+    widths = [width] * n if isinstance(width, int) else [int(v) for v in width]
+    dev = gen.device
+    h = torch.tensor(heights, dtype=torch.float32, device=dev)  # (n,)
+    w = torch.tensor(widths, dtype=torch.float32, device=dev)
+    area = (h * w)[:, None]  # (n, 1)
     s = _uniform(gen, (n, _CROP_ATTEMPTS), *scale)
     log_r = _uniform(gen, (n, _CROP_ATTEMPTS), math.log(ratio[0]), math.log(ratio[1]))
     r = torch.exp(log_r)
     bw = torch.sqrt(area * s * r)
     bh = torch.sqrt(area * s / r)
-    fits = (bw <= width) & (bh <= height)
+    fits = (bw <= w[:, None]) & (bh <= h[:, None])
     first = fits.to(torch.int8).argmax(dim=1, keepdim=True)  # first fitting attempt
     bw = bw.gather(1, first).squeeze(1)
     bh = bh.gather(1, first).squeeze(1)
+    fallback = [_fallback_box(hh, ww, ratio) for hh, ww in zip(heights, widths, strict=True)]
+    fb_w, fb_h = torch.tensor(fallback, dtype=torch.float32, device=dev).unbind(dim=1)
+    ok = fits.any(dim=1)
+    bw = torch.where(ok, bw, fb_w)
+    bh = torch.where(ok, bh, fb_h)
+    pos = torch.rand(n, 2, generator=gen, device=gen.device)
+    x0 = pos[:, 0] * (w - bw)
+    y0 = pos[:, 1] * (h - bh)
+    return torch.stack([x0, y0, bw, bh], dim=1)
+
+
+def _fallback_box(height: int, width: int, ratio: tuple[float, float]) -> tuple[float, float]:
+    """(w, h) of the largest centred box within the ratio range."""
     frame_ratio = width / height
     if frame_ratio < ratio[0]:
-        fb_w, fb_h = float(width), width / ratio[0]
-    elif frame_ratio > ratio[1]:
-        fb_w, fb_h = height * ratio[1], float(height)
-    else:
-        fb_w, fb_h = float(width), float(height)
-    ok = fits.any(dim=1)
-    bw = torch.where(ok, bw, torch.full_like(bw, fb_w))
-    bh = torch.where(ok, bh, torch.full_like(bh, fb_h))
-    pos = torch.rand(n, 2, generator=gen, device=gen.device)
-    x0 = pos[:, 0] * (width - bw)
-    y0 = pos[:, 1] * (height - bh)
-    return torch.stack([x0, y0, bw, bh], dim=1)
+        return float(width), width / ratio[0]
+    if frame_ratio > ratio[1]:
+        return height * ratio[1], float(height)
+    return float(width), float(height)
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
@@ -227,6 +239,8 @@ class VideoAugment:
 
     Shape:
         - clips: (B, T, H, W, 3) uint8, any device
+        - sizes: (B, 2) each clip's own (height, width) when clips of several sizes were padded
+          to one (:func:`stica.data.datasets.collate_clips`), else None
         - output: (B, 3, T, S, S) float32 on the clips' device, normalised by ``config.mean/std``
     """
 
@@ -239,6 +253,7 @@ class VideoAugment:
         generator: torch.Generator,
         size: int | None = None,
         scale: tuple[float, float] | None = None,
+        sizes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One augmented view of every clip (``size``/``scale`` default to the large crop's)."""
         cfg = self.config
@@ -248,7 +263,8 @@ class VideoAugment:
         dev = clips.device
         gen = generator
         # every parameter is drawn up front, in a fixed order, so a seed fixes the whole view
-        boxes = sample_boxes(gen, b, h, w, scale, cfg.ratio)
+        heights, widths = (h, w) if sizes is None else sizes.cpu().unbind(dim=1)
+        boxes = sample_boxes(gen, b, heights, widths, scale, cfg.ratio)
         flip = _bernoulli(gen, b, cfg.flip_p)
         jitter = _bernoulli(gen, b, cfg.jitter_p)
         bright = _uniform(gen, (b,), 1 - cfg.brightness, 1 + cfg.brightness)
@@ -289,7 +305,7 @@ class VideoAugment:
         return _normalise(x.view(b, t, 3, size, size), cfg.mean, cfg.std)
 
     def two_views(
-        self, clips: torch.Tensor, generator: torch.Generator
+        self, clips: torch.Tensor, generator: torch.Generator, sizes: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The two large RGB crops L1, L2 of the same clips (independent parameters).
 
@@ -297,10 +313,14 @@ class VideoAugment:
             - clips: (B, T, H, W, 3) uint8
             - output: two (B, 3, T, crop_size, crop_size)
         """
-        return self(clips, generator), self(clips, generator)
+        return self(clips, generator, sizes=sizes), self(clips, generator, sizes=sizes)
 
     def multi_crop(
-        self, clips: torch.Tensor, generator: torch.Generator, n_small: int
+        self,
+        clips: torch.Tensor,
+        generator: torch.Generator,
+        n_small: int,
+        sizes: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """SwAV-style multi-crop: L1, L2 at ``crop_size`` then ``n_small`` small crops.
 
@@ -312,9 +332,9 @@ class VideoAugment:
         if n_small < 0:
             raise ValueError(f"n_small must be >= 0, got {n_small}")
         cfg = self.config
-        views = list(self.two_views(clips, generator))
+        views = list(self.two_views(clips, generator, sizes))
         for _ in range(n_small):  # a few crops, each batched over the clips
-            views.append(self(clips, generator, cfg.small_crop_size, cfg.small_scale))
+            views.append(self(clips, generator, cfg.small_crop_size, cfg.small_scale, sizes))
         return views
 
 
@@ -331,6 +351,7 @@ class EvalTransform:
 
     Shape:
         - clips: (B, T, H, W, 3) uint8, any device
+        - sizes: (B, 2) each clip's own (height, width) in padded batches, else None
         - ``__call__`` output: (B, 3, T, S, S); ``three_crop`` output: (B, 3 crops, 3, T, S, S)
     """
 
@@ -361,18 +382,24 @@ class EvalTransform:
             return [(x, cy, side, side) for x in (0.0, cx, width - side)]
         return [(cx, y, side, side) for y in (0.0, cy, height - side)]
 
-    def _crops(self, clips: torch.Tensor, n_crops: int) -> list[torch.Tensor]:
+    def _crops(
+        self, clips: torch.Tensor, n_crops: int, sizes: torch.Tensor | None
+    ) -> list[torch.Tensor]:
         b, t, h, w = _check_clips(clips)
         x = _to_float_planes(clips)  # (B, T·3, H, W)
+        if sizes is None:
+            per_clip = [self.boxes(h, w, n_crops)] * b
+        else:
+            per_clip = [self.boxes(int(hh), int(ww), n_crops) for hh, ww in sizes.tolist()]
         out = []
-        for box in self.boxes(h, w, n_crops):  # 1 or 3 positions, each batched over clips
-            boxes = torch.tensor(box, device=x.device).expand(b, 4)
+        for i in range(n_crops):  # 1 or 3 positions, each batched over clips
+            boxes = torch.tensor([clip[i] for clip in per_clip], device=x.device)  # (B, 4)
             y = crop_resize(x, boxes, self.crop_size).view(b, t, 3, self.crop_size, self.crop_size)
             out.append(_normalise(y, self.mean, self.std))
         return out
 
-    def __call__(self, clips: torch.Tensor) -> torch.Tensor:
-        return self._crops(clips, 1)[0]
+    def __call__(self, clips: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
+        return self._crops(clips, 1, sizes)[0]
 
-    def three_crop(self, clips: torch.Tensor) -> torch.Tensor:
-        return torch.stack(self._crops(clips, 3), dim=1)
+    def three_crop(self, clips: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.stack(self._crops(clips, 3, sizes), dim=1)

@@ -29,6 +29,36 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return (seed * 1_000_003 + epoch) * 1_000_033 + index
 
 
+def pad_frames(frames: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack clips whose frames may differ in size (a store of videos with several aspect
+    ratios): each is padded at the bottom and right to the largest by repeating its edge pixels,
+    so bilinear sampling at a clip's border sees its own edge, as ``padding_mode="border"`` does.
+    The augmentation and evaluation crops place their boxes inside each clip's own size.
+
+    Shape:
+        frames[i] (T, H_i, W_i, 3) uint8 -> frames (B, T, H, W, 3), sizes (B, 2) as (H_i, W_i)
+    """
+    sizes = torch.tensor([tuple(f.shape[1:3]) for f in frames], dtype=torch.int64)
+    height, width = (int(v) for v in sizes.max(dim=0).values)
+    if bool((sizes == sizes[0]).all()):
+        return torch.stack(list(frames)), sizes
+    padded = []
+    for f in frames:
+        pad = ((0, 0), (0, height - f.shape[1]), (0, width - f.shape[2]), (0, 0))
+        padded.append(torch.from_numpy(np.pad(f.numpy(), pad, mode="edge")))
+    return torch.stack(padded), sizes
+
+
+def collate_clips(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The DataLoader's batch of clip samples: ``frames`` through :func:`pad_frames` (plus their
+    ``sizes``), everything else stacked as usual."""
+    frames, sizes = pad_frames([s["frames"] for s in samples])
+    rest = torch.utils.data.default_collate(
+        [{k: v for k, v in s.items() if k != "frames"} for s in samples]
+    )
+    return {**rest, "frames": frames, "sizes": sizes}
+
+
 class RandomClips(torch.utils.data.Dataset):
     """One random clip (frames + the audio of the same span) per record; items are ``(epoch, index)``."""
 

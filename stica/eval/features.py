@@ -31,7 +31,7 @@ from stica import dist, perf
 from stica.config import FeaturesConfig, PretrainConfig, to_dict
 from stica.data.audio import build_frontend
 from stica.data.augment import EvalTransform
-from stica.data.datasets import UniformClips
+from stica.data.datasets import UniformClips, collate_clips
 from stica.data.store import Store
 from stica.determinism import deterministic_mode
 from stica.errors import SticaError
@@ -118,6 +118,7 @@ def _extract_features(
     loader = torch.utils.data.DataLoader(
         UniformClips(store, todo, num_frames, clips),
         batch_sampler=sampler,
+        collate_fn=collate_clips,
         **perf.loader_options(config.workers, device),
     )
     batches = iter(loader) if todo else iter(())
@@ -219,10 +220,12 @@ def _chunk_features(model, transform, logmel, batches, offset, n, clips, device,
     first = 0
     for batch in batches:
         frames = batch["frames"].to(device, non_blocking=True)  # (B, T, H, W, 3) uint8
+        sizes = batch["sizes"]  # (B, 2)
         b = len(frames)
         if pad_to is not None and b < pad_to:
             frames = torch.cat([frames, frames[-1:].expand(pad_to - b, *frames.shape[1:])])
-        fmap = model.video_map(transform(frames))[:b]  # (B, D, T1, H1, W1)
+            sizes = torch.cat([sizes, sizes[-1:].expand(pad_to - b, 2)])
+        fmap = model.video_map(transform(frames, sizes))[:b]  # (B, D, T1, H1, W1)
         v = fmap.amax(dim=(2, 3, 4)).float()  # (B, D): max-pool of the last block's map
         spec = logmel(batch["audio"].to(device, non_blocking=True))
         a = model.audio_features(spec).float()  # (B, Da)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from stica import dist, perf
 from stica.config import AugmentConfig, FinetuneConfig, from_dict, to_dict
 from stica.data.augment import EvalTransform
-from stica.data.datasets import UniformClips
+from stica.data.datasets import UniformClips, collate_clips
 from stica.data.store import Store, VideoRecord
 from stica.errors import SticaError
 from stica.eval.metrics import baseline_block
@@ -98,7 +98,9 @@ def evaluate(
     dataset = UniformClips(store, records, num_frames, clips)
     # one pass: no persistent workers, but pinned batches copied asynchronously on CUDA
     options = {**perf.loader_options(workers, device), "persistent_workers": False}
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, **options)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, collate_fn=collate_clips, **options
+    )
     scores = torch.zeros(len(records), classes, device=device)  # (N, C) sum of view softmaxes
     counts = torch.zeros(len(records), device=device)
     view_top1 = view_topk = views = 0
@@ -106,7 +108,8 @@ def evaluate(
     for batch in tqdm(loader, desc="finetune eval", unit="batch", leave=False):
         frames = batch["frames"].to(device, non_blocking=True)  # (B, T, H, W, 3) uint8
         # (B, crops, 3, T, S, S)
-        x = transform.three_crop(frames) if crops == 3 else transform(frames).unsqueeze(1)
+        sizes = batch["sizes"]
+        x = transform.three_crop(frames, sizes) if crops == 3 else transform(frames, sizes)[:, None]
         b = x.shape[0]
         with torch.autocast(**autocast):
             logits = model(x.flatten(0, 1)).float()  # (B·crops, C)

@@ -23,6 +23,7 @@ from stica.config import PretrainConfig
 from stica.data.audio import build_frontend
 from stica.data.augment import EvalTransform
 from stica.data.clips import ClipReader
+from stica.data.datasets import pad_frames
 from stica.data.store import Store, VideoRecord
 from stica.eval.metrics import baseline_block
 from stica.logs import get_logger
@@ -72,9 +73,9 @@ def pretext_accuracy(
             reader.read(r.id, max(0.0, (r.duration - seconds) / 2), config.num_frames)
             for r in records[first : first + BATCH]
         ]
-        frames = torch.stack([torch.from_numpy(c.frames.copy()) for c in clips]).to(device)
+        frames, sizes = pad_frames([torch.from_numpy(c.frames.copy()) for c in clips])
         audio = torch.stack([torch.from_numpy(c.audio.astype("float32") / 32768.0) for c in clips])
-        zv.append(model.embed_video(transform(frames)).float())  # (b, E)
+        zv.append(model.embed_video(transform(frames.to(device), sizes)).float())  # (b, E)
         za.append(model.embed_audio(logmel(audio.to(device))).float())  # (b, E)
     model.train(was_training)
     sim = F.normalize(torch.cat(za), dim=1) @ F.normalize(torch.cat(zv), dim=1).t()  # (N, N)

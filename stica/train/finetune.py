@@ -32,7 +32,7 @@ from tqdm import tqdm
 from stica import perf
 from stica.config import AugmentConfig, FinetuneConfig, PretrainConfig, to_dict
 from stica.data.augment import VideoAugment
-from stica.data.datasets import EpochBatchSampler, RandomClips, sample_seed
+from stica.data.datasets import EpochBatchSampler, RandomClips, collate_clips, sample_seed
 from stica.data.store import Store, VideoRecord
 from stica.dist import StopRequested
 from stica.errors import SticaError
@@ -285,7 +285,10 @@ def train_split(
     # one loader for every epoch: its workers persist, each epoch moves its sampler
     sampler = EpochBatchSampler(len(dataset), batch, epoch, cfg.seed)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, **perf.loader_options(cfg.workers, device)
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate_clips,
+        **perf.loader_options(cfg.workers, device),
     )
     while epoch < cfg.epochs:
         model.train()
@@ -303,7 +306,7 @@ def train_split(
             frames = sample["frames"].to(device, non_blocking=True)  # (B, T, H, W, 3) uint8
             labels = sample["label"].to(device, non_blocking=True)  # (B,)
             with torch.autocast(**autocast):
-                logits = model(augment(frames, gen)).float()  # (B, C)
+                logits = model(augment(frames, gen, sizes=sample["sizes"])).float()  # (B, C)
                 loss = F.cross_entropy(logits, labels)
             if not torch.isfinite(loss):
                 raise SticaError(

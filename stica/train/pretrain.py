@@ -34,7 +34,7 @@ from stica import determinism, dist, perf
 from stica.config import PretrainConfig, to_dict
 from stica.data.audio import build_frontend, volume_jitter
 from stica.data.augment import VideoAugment
-from stica.data.datasets import EpochBatchSampler, RandomClips, sample_seed
+from stica.data.datasets import EpochBatchSampler, RandomClips, collate_clips, sample_seed
 from stica.data.store import Store, VideoRecord
 from stica.errors import SticaError
 from stica.logs import get_logger
@@ -83,19 +83,26 @@ class StepComputer:
         self.logmel = build_frontend(config.audio).to(device)
         self.augment = VideoAugment(config.augment)
 
-    def views(self, frames: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
+    def views(
+        self, frames: torch.Tensor, gen: torch.Generator, sizes: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """RGB crops of the mode: 1 (default), 2 (two/feature crops) or 2 + k small (multi)."""
         mode = self.config.mode
         if mode == "default":
-            return [self.augment(frames, gen)]
+            return [self.augment(frames, gen, sizes=sizes)]
         if mode == "multi_crops":
-            return self.augment.multi_crop(frames, gen, self.config.small_rgb_crops)
-        return list(self.augment.two_views(frames, gen))
+            return self.augment.multi_crop(frames, gen, self.config.small_rgb_crops, sizes)
+        return list(self.augment.two_views(frames, gen, sizes))
 
     def __call__(
-        self, frames: torch.Tensor, audio: torch.Tensor, gen: torch.Generator
+        self,
+        frames: torch.Tensor,
+        audio: torch.Tensor,
+        gen: torch.Generator,
+        sizes: torch.Tensor | None = None,
     ) -> dict[str, Any]:
-        """Shape: frames (B, T, H, W, 3) uint8, audio (B, S) float -> dict of losses"""
+        """Shape: frames (B, T, H, W, 3) uint8 (``sizes`` (B, 2): each clip's own size in a
+        padded batch), audio (B, S) float -> dict of losses"""
         cfg = self.config
         frames = frames.to(self.device, non_blocking=True)
         audio = audio.to(self.device, non_blocking=True)
@@ -106,7 +113,7 @@ class StepComputer:
             with record_function("stica.audio_frontend"):
                 spec = self.logmel(volume_jitter(audio, gen, *cfg.audio.volume_jitter))
             with record_function("stica.augment"):
-                videos = self.views(frames, gen)
+                videos = self.views(frames, gen, sizes)
             feature_crops = cfg.mode == "feature_crops"
             with record_function("stica.model"):
                 out = self.model(
@@ -459,6 +466,7 @@ def epoch_loader(run: PretrainRun, state: TrainState) -> torch.utils.data.DataLo
         run.loader = torch.utils.data.DataLoader(
             run.dataset,
             batch_sampler=run.sampler,
+            collate_fn=collate_clips,
             **perf.loader_options(run.config.workers, run.device, run.config.prefetch_factor),
         )
     run.sampler.set_epoch(state.epoch, start_batch)
@@ -531,7 +539,7 @@ def train_step(
     # torch's global generators (dropout) restart every step too: a resumed run
     # creates one more DataLoader iterator, and each one consumes a global draw
     torch.manual_seed(sample_seed(config.seed, state.step, -2 - run.rank) % 2**63)
-    losses = run.step_fn(batch["frames"], batch["audio"], gen)
+    losses = run.step_fn(batch["frames"], batch["audio"], gen, batch.get("sizes"))
     loss = losses["loss"]
     finite = torch.isfinite(loss.detach()).float()
     if dist.is_distributed():
