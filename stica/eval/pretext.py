@@ -78,16 +78,33 @@ def pretext_accuracy(
         zv.append(model.embed_video(transform(frames.to(device), sizes)).float())  # (b, E)
         za.append(model.embed_audio(logmel(audio.to(device))).float())  # (b, E)
     model.train(was_training)
-    sim = F.normalize(torch.cat(za), dim=1) @ F.normalize(torch.cat(zv), dim=1).t()  # (N, N)
+    za, zv = F.normalize(torch.cat(za), dim=1), F.normalize(torch.cat(zv), dim=1)  # (N, E)
+    sim = za @ zv.t()  # (N, N)
     own = torch.arange(len(records), device=sim.device)
     labels = torch.tensor([r.label for r in records], device=sim.device)
     return {
         "audio_to_video_top1": float((sim.argmax(dim=1) == own).float().mean()),
         "audio_to_video_class_top1": float((labels[sim.argmax(dim=1)] == labels).float().mean()),
         "video_to_audio_top1": float((sim.argmax(dim=0) == own).float().mean()),
+        "audio_mean_cosine": mean_pairwise_cosine(za),
+        "video_mean_cosine": mean_pairwise_cosine(zv),
         "clips": len(records),
         "chance": 1.0 / len(records),
     }
+
+
+def mean_pairwise_cosine(z: torch.Tensor) -> float:
+    """Mean cosine between the rows of ``z`` (unit rows), the diagonal left out: near 1 when
+    every clip gets the same embedding (a collapsed encoder), near 0 for spread-out ones.
+
+    Shape: z (N, E), N >= 2
+    """
+    n = len(z)
+    total = (z.sum(dim=0) ** 2).sum() - (z**2).sum()  # sum over i != j of <z_i, z_j>
+    return float(total / (n * (n - 1)))
+
+
+COLLAPSED = 0.95  # mean pairwise cosine above which an encoder's embeddings count as collapsed
 
 
 def pretext_report(store_dir: str | Path, ckpt: str | Path) -> dict:
@@ -101,7 +118,13 @@ def pretext_report(store_dir: str | Path, ckpt: str | Path) -> dict:
     trained.check_store(store)
     config = trained.config
     initial = random_init(config, seed=config.seed)
-    keys = ("audio_to_video_top1", "video_to_audio_top1", "audio_to_video_class_top1")
+    keys = (
+        "audio_to_video_top1",
+        "video_to_audio_top1",
+        "audio_to_video_class_top1",
+        "audio_mean_cosine",
+        "video_mean_cosine",
+    )
     got = [pretext_accuracy(m.model, store, records, config) for m in (trained, initial)]
     block = baseline_block({k: got[0][k] for k in keys}, {k: got[1][k] for k in keys})
     log.info(
@@ -109,4 +132,11 @@ def pretext_report(store_dir: str | Path, ckpt: str | Path) -> dict:
         f"{got[0]['audio_to_video_top1']:.3f} (random init {got[1]['audio_to_video_top1']:.3f}, "
         f"chance {1 / len(records):.3f})"
     )
+    for modality in ("audio", "video"):
+        if got[0][f"{modality}_mean_cosine"] > COLLAPSED:
+            log.warning(
+                f"the {modality} embeddings of the held-out clips are collapsed (mean pairwise "
+                f"cosine {got[0][f'{modality}_mean_cosine']:.3f}): every clip gets about the same "
+                "embedding, so the cross-modal loss cannot fall below chance"
+            )
     return {**block, "clips": len(records), "chance": 1.0 / len(records)}

@@ -109,6 +109,8 @@ def test_checkpoint_holds_what_later_stages_need(tiny_store, tiny_params_file, t
     )
     for key in ("audio_to_video_top1", "video_to_audio_top1", "audio_to_video_class_top1"):
         assert 0 <= pretext[key]["pretrained"] <= 1 and 0 <= pretext[key]["random_init"] <= 1
+    for key in ("audio_mean_cosine", "video_mean_cosine"):  # the collapse diagnostic
+        assert -1 <= pretext[key]["pretrained"] <= 1 and -1 <= pretext[key]["random_init"] <= 1
     # a class match is a weaker requirement than an instance match
     for init in ("pretrained", "random_init"):
         instance = pretext["audio_to_video_top1"][init]
