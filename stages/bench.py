@@ -171,7 +171,9 @@ def demo(store, seeds, first_seed, work, supervised, json_out, params_path, over
     """Pretrain + every evaluation for N seeds on STORE (default: the pipeline's data/store);
     prints mean ± std of every metric for the pretrained and the random-init model.
 
-    Overrides (--set) apply to the pretrain section, e.g. --set epochs=50.
+    Overrides (--set) apply to the pretrain section, e.g. --set epochs=50. Each seed's metrics are
+    kept in WORK/seedK/metrics.json: run seeds in parallel as separate processes (`--first-seed K
+    --seeds 1`, OMP_NUM_THREADS=1 each), then `--seeds N` over the same WORK gathers them.
     """
     from stica.eval.demo_bench import format_summary, run_seed, summarise
     from stica.logs import setup_logging

@@ -15,6 +15,7 @@ The summary is the mean and standard deviation over seeds of every metric, for b
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from stica.config import (
     FinetuneConfig,
     PretrainConfig,
     RetrieveConfig,
+    to_dict,
 )
 from stica.logs import get_logger
 
@@ -88,7 +90,12 @@ def run_seed(
     supervised: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Every metric of one seed: ``{metric name: {"pretrained": x, "random_init": y}}``; the
-    diagnostics that have no random-init counterpart carry only ``pretrained``."""
+    diagnostics that have no random-init counterpart carry only ``pretrained``.
+
+    The metrics are kept in ``work/metrics.json`` with the params that made them, and a rerun with
+    the same params returns them: seeds can run as separate processes (``--first-seed K --seeds
+    1`` each, one thread each) and a last ``--seeds N`` over the same work folder only gathers.
+    """
     from stica.eval.audio_eval import audio_eval
     from stica.eval.features import extract_features
     from stica.eval.features_io import read_features
@@ -106,6 +113,21 @@ def run_seed(
     audio_cfg: AudioEvalConfig = dataclasses.replace(configs["audio_eval"], seed=seed)
     ft_cfg: FinetuneConfig = dataclasses.replace(configs["finetune"], seed=seed, baseline=True)
     ckpt = work / "pretrain.pt"
+    record = work / "metrics.json"
+    made_with = json.loads(
+        json.dumps(
+            {
+                "sections": {k: to_dict(v) for k, v in sorted(configs.items())},
+                "seed": seed,
+                "store": str(Path(store_dir).resolve()),
+                "supervised": supervised,
+            }
+        )
+    )
+    if record.exists():
+        saved = json.loads(record.read_text())
+        if saved.get("made_with") == made_with:
+            return saved["metrics"]
     out: dict[str, dict[str, float]] = {}
 
     started = time.time()
@@ -145,6 +167,7 @@ def run_seed(
     if supervised:
         sup = supervised_upper_bound(pre, ft_cfg, store_dir, ckpt, work)
         out["supervised upper bound video_top1"] = {"pretrained": sup["video_top1"]}
+    record.write_text(json.dumps({"made_with": made_with, "metrics": out}, indent=2) + "\n")
     return out
 
 
