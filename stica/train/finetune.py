@@ -71,13 +71,14 @@ def finetune_lr(config: FinetuneConfig, step: int, steps_per_epoch: int) -> floa
 
 
 def finetune_augment(augment: AugmentConfig, config: FinetuneConfig) -> AugmentConfig:
-    """The pretraining augmentation as finetuning uses it: its crop scale, flip, normalisation and
-    (with ``color_jitter``) colour jitter, no grey, no blur; the finetuning crop size and test
-    short side where set."""
+    """The pretraining augmentation as finetuning uses it: its flip, normalisation and (with
+    ``color_jitter``) colour jitter, no grey, no blur; the finetuning crop size, crop scale and
+    test short side where set, else the pretraining's."""
     crop = config.crop_size or augment.crop_size
     return dataclasses.replace(
         augment,
         crop_size=crop,
+        scale=augment.scale if tuple(config.crop_scale) == (0, 0) else tuple(config.crop_scale),
         eval_short_side=config.eval_short_side or max(augment.eval_short_side, crop),
         jitter_p=augment.jitter_p if config.color_jitter else 0.0,
         grayscale_p=0.0,

@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from stica.cli import cli, main
-from stica.config import FinetuneConfig, load_section
+from stica.config import ConfigError, FinetuneConfig, load_section
 from stica.data.encode import write_mp4
 from stica.data.store import Store
 from stica.dist import StopRequested
@@ -131,9 +131,20 @@ def test_finetune_augmentation_takes_its_own_crop_and_jitter():
     paper = FinetuneConfig(color_jitter=True, crop_size=128, eval_short_side=128)
     aug = finetune_augment(pre, paper)
     assert (aug.crop_size, aug.eval_short_side, aug.jitter_p) == (128, 128, 0.8)
-    assert aug.grayscale_p == 0.0 and aug.blur_p == 0.0 and aug.scale == pre.scale
+    assert aug.grayscale_p == 0.0 and aug.blur_p == 0.0
     plain = finetune_augment(pre, FinetuneConfig(color_jitter=False))
     assert (plain.crop_size, plain.eval_short_side, plain.jitter_p) == (112, 128, 0.0)
+
+
+def test_finetune_crop_scale_is_its_own_or_the_pretraining_one():
+    from stica.config import AugmentConfig
+    from stica.train.finetune import finetune_augment
+
+    pre = AugmentConfig(scale=(0.14, 1.0))
+    assert finetune_augment(pre, FinetuneConfig(crop_scale=(0.0, 0.0))).scale == (0.14, 1.0)
+    assert finetune_augment(pre, FinetuneConfig(crop_scale=(0.6, 1.0))).scale == (0.6, 1.0)
+    with pytest.raises(ConfigError, match="finetune.crop_scale"):
+        FinetuneConfig(crop_scale=(0.0, 1.0))
 
 
 def _curves(live, prefix):
