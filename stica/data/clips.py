@@ -165,7 +165,10 @@ class ClipReader:
                 audio = shard.samples(rec.index, a0, n_samples)
             else:
                 audio = np.zeros(n_samples, np.int16)
-            frames = decoded[np.searchsorted(union, frame_ids)]
+            if len(frame_ids) == len(union):  # the clip is the union (one clip, no repeats)
+                frames = decoded
+            else:
+                frames = decoded[np.searchsorted(union, frame_ids)]
             clips.append(Clip(frames=frames, audio=audio, start=first / self.fps))
         return clips
 
