@@ -10,17 +10,14 @@ with the most self device time.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from stica import dist, perf
-from stica.bench import crops_for_map
+from stica.bench import TrainStrategy, synthetic_clips, training_step
 from stica.config import load_section
-from stica.models.stica import build_model
-from stica.train.pretrain import StepComputer
 
 
 def main() -> None:
@@ -35,26 +32,13 @@ def main() -> None:
 
     config = load_section("pretrain", args.params, tuple(args.overrides))
     device = dist.device()
-    torch.manual_seed(0)
-    model = build_model(config.model).to(device)
-    switches = perf.configure_trunk(
-        model.video_trunk,
-        device,
-        config.compile,
-        config.channels_last,
-        config.activation_checkpointing,
+    own = TrainStrategy(
+        "params", config.mode, config.model.pooling, config.small_rgb_crops, crops="best"
     )
-    size = config.augment.crop_size
-    map_shape = model.video_map_shape(config.num_frames, size, size)
-    config = dataclasses.replace(config, crops=crops_for_map("best", map_shape))
-    step_fn = StepComputer(config, model, device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    height = config.augment.eval_short_side
-    gen = torch.Generator().manual_seed(0)
-    shape = (args.batch_size, config.num_frames, height, round(height * 4 / 3), 3)
-    frames = torch.randint(0, 256, shape, generator=gen).to(torch.uint8)
+    step_fn, optimizer, switches, config = training_step(config, own, device)
     fps = load_section("preprocess", args.params).fps  # the clip's span sets its audio length
-    audio = torch.randn(args.batch_size, round(config.num_frames / fps * config.audio.sample_rate))
+    frames, audio = synthetic_clips(config, args.batch_size, fps)
+    size = config.augment.crop_size
 
     def step(i: int) -> None:
         losses = step_fn(frames, audio, torch.Generator().manual_seed(i))

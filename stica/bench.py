@@ -266,41 +266,65 @@ def bench_train(
     return result
 
 
-def _bench_train(base, batch_size, steps, warmup, dev, strategies, height, width, fps):
-    from stica.models.stica import build_model
-    from stica.train.pretrain import StepComputer
+def synthetic_clips(
+    base: PretrainConfig,
+    batch_size: int,
+    fps: float,
+    height: int | None = None,
+    width: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random uint8 clips at the stored frame size the crops come from (4:3 by default) and the
+    audio of their span, the same for every run.
 
-    size = base.augment.crop_size
-    height = height or base.augment.eval_short_side  # the stored short side the crops come from
+    Shape: -> frames (B, T, H, W, 3) uint8, audio (B, S) float
+    """
+    height = height or base.augment.eval_short_side
     width = width or round(height * 4 / 3)
     gen = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 256, (batch_size, base.num_frames, height, width, 3), generator=gen)
-    frames = frames.to(torch.uint8)
     samples = round(base.num_frames / fps * base.audio.sample_rate)
-    audio = torch.randn(batch_size, samples, generator=gen) * 0.1
+    return frames.to(torch.uint8), torch.randn(batch_size, samples, generator=gen) * 0.1
+
+
+def training_step(
+    base: PretrainConfig, strategy: TrainStrategy, device: torch.device
+) -> tuple[Any, torch.optim.Optimizer, dict[str, bool], PretrainConfig]:
+    """Pretraining's step (``StepComputer``) for ``strategy`` on a fresh model (seed 0) whose trunk
+    has ``base``'s speed params, with an SGD optimizer; also returns what was switched on and the
+    config the step runs with (its crops scaled to the trunk's map)."""
+    from stica.models.stica import build_model
+    from stica.train.pretrain import StepComputer
+
+    model_cfg = dataclasses.replace(base.model, pooling=strategy.pooling)
+    torch.manual_seed(0)
+    model = build_model(model_cfg).to(device)
+    switches = perf.configure_trunk(
+        model.video_trunk,
+        device,
+        base.compile,
+        base.channels_last,
+        base.activation_checkpointing,
+    )
+    size = base.augment.crop_size
+    map_shape = model.video_map_shape(base.num_frames, size, size)
+    cfg = dataclasses.replace(
+        base,
+        mode=strategy.mode,
+        model=model_cfg,
+        small_rgb_crops=max(1, strategy.small_rgb_crops),
+        crops=crops_for_map(strategy.crops or "best", map_shape),
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    return StepComputer(cfg, model, device), optimizer, switches, cfg
+
+
+def _bench_train(base, batch_size, steps, warmup, dev, strategies, height, width, fps):
+    size = base.augment.crop_size
+    frames, audio = synthetic_clips(base, batch_size, fps, height, width)
     rows = []
     switches = {}
     for strategy in with_reference(strategies or train_strategies()):
-        model_cfg = dataclasses.replace(base.model, pooling=strategy.pooling)
-        torch.manual_seed(0)
-        model = build_model(model_cfg).to(dev)
-        switches = perf.configure_trunk(
-            model.video_trunk,
-            dev,
-            base.compile,
-            base.channels_last,
-            base.activation_checkpointing,
-        )
-        map_shape = model.video_map_shape(base.num_frames, size, size)
-        cfg = dataclasses.replace(
-            base,
-            mode=strategy.mode,
-            model=model_cfg,
-            small_rgb_crops=max(1, strategy.small_rgb_crops),
-            crops=crops_for_map(strategy.crops or "best", map_shape),
-        )
-        step_fn = StepComputer(cfg, model, dev)
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        step_fn, optimizer, switches, cfg = training_step(base, strategy, dev)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         times = []
@@ -335,7 +359,7 @@ def _bench_train(base, batch_size, steps, warmup, dev, strategies, height, width
                 "first_step_loss": first_loss,
             }
         )
-        del model, optimizer, step_fn
+        del optimizer, step_fn
     for row in rows:
         ref = next(r for r in rows if r["mode"] == "two_crops" and r["pooling"] == row["pooling"])
         row["ratio_to_two_crops"] = row["step_s"] / ref["step_s"]
