@@ -423,6 +423,11 @@ class PretrainConfig:
     # leaves chance; 1.0 lets it leave (README "The demo")
     temperature_va: float = 1.0
     temperature_vv: float = 0.5
+    # the audio branch (trunk and head) is not updated for this many epochs at the start (its
+    # BatchNorm statistics still follow the data): the video branch first learns to match the
+    # random audio encoder, whose embeddings already tell the demo's sound registers apart,
+    # instead of both branches giving up on each other at chance (README "The demo"); paper: 0
+    audio_freeze_epochs: float = 0.0
     # Within-modal pairs of feature-crop views (see stica/losses/feature_crops.py): "official",
     # the 12 terms of the released code for the paper-best crops (medium crop 2 of L1 <-> of L2;
     # every small crop of L2 -> every medium crop of L1; the same in time); "all", eq. (6) as the
@@ -472,6 +477,11 @@ class PretrainConfig:
         _check(self.lambda_va >= 0 and self.lambda_vv >= 0, "pretrain.lambda_*", "must be >= 0")
         _check(self.temperature_va > 0, "pretrain.temperature_va", "must be > 0")
         _check(self.temperature_vv > 0, "pretrain.temperature_vv", "must be > 0")
+        _check(
+            0 <= self.audio_freeze_epochs < self.epochs,
+            "pretrain.audio_freeze_epochs",
+            "must be >= 0 and below pretrain.epochs (the audio branch must train at some point)",
+        )
         _check(self.max_bad_steps >= 1, "pretrain.max_bad_steps", "must be >= 1")
         _check(self.workers >= 0, "pretrain.workers", "must be >= 0")
         _check(self.prefetch_factor >= 1, "pretrain.prefetch_factor", "must be >= 1")

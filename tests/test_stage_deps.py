@@ -135,6 +135,7 @@ TRAINING_ONLY = (
     "pretrain.lambda_vv",
     "pretrain.temperature_va",
     "pretrain.temperature_vv",
+    "pretrain.audio_freeze_epochs",
     "pretrain.vv_pairs",
     "pretrain.vv_reduction",
     "pretrain.va_reduction",

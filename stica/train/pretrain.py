@@ -358,20 +358,35 @@ def setup(config: PretrainConfig, store_dir: str | Path) -> PretrainRun:
     model = build_model(config.model).to(device)
     map_shape = check_crops_fit(config, model)
     base_lr = config.lr * config.batch_size / config.base_batch_size
+    audio = [*model.audio_trunk.parameters(), *model.audio_head.parameters()]
+    audio_ids = {id(p) for p in audio}
+    video = [p for p in model.parameters() if id(p) not in audio_ids]
+    # group 0 (video trunk and head) is the one whose lr the logs report
     optimizer = build_optimizer(
-        config.optimizer, model.parameters(), base_lr, config.momentum, config.weight_decay
+        config.optimizer,
+        [{"params": video}, {"params": audio}],
+        base_lr,
+        config.momentum,
+        config.weight_decay,
     )
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: pretrain_lr_factor(
-            s,
+    audio_frozen_steps = round(config.audio_freeze_epochs * steps_per_epoch)
+
+    def lr_factor(step: int) -> float:
+        return pretrain_lr_factor(
+            step,
             total_steps,
             warmup_steps,
             config.warmup_start_lr / base_lr,
             constant=config.schedule == "constant",
-        ),
-    )
+        )
+
+    def audio_lr_factor(step: int) -> float:
+        # lr 0 rather than requires_grad=False: DDP needs the same parameters in every step's
+        # graph, and neither SGD nor AdamW moves a weight at lr 0 (nor decays it)
+        return lr_factor(step) if step >= audio_frozen_steps else 0.0
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [lr_factor, audio_lr_factor])
     return PretrainRun(
         config=config,
         store=store,
