@@ -163,8 +163,8 @@ def _extract_features(
     }
     if todo:
         log.info(
-            f"{len(todo)} videos x {clips} clips, frames decoded on "
-            f"{'the ' + device.type if on_device else 'the loader workers (PIL)'}: "
+            f"{len(todo)} videos x {clips} clips, JPEG frames decoded "
+            f"{'in batches on ' + device.type if on_device else 'in the loader workers (PIL)'}: "
             + ", ".join(f"{k} {v:.3g}" for k, v in rates.items() if v is not None)
         )
 
