@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Issue 9's GPU figures in one run: the paper-best step (feature crops + transformer) against two
 # RGB crops at batch 8 and 64, eager vs channels_last_3d + torch.compile; `stica pretrain`'s real
-# loader end to end vs compute only; extract-features clips/s. Every step has its own time limit
-# and writes JSON as it goes, so a slow step costs only itself.
+# loader end to end vs compute only; extract-features clips/s and data wait with the stored JPEG
+# frames decoded by PIL in the loader workers vs by nvJPEG on the GPU (same store, batch and
+# workers), and how far apart their features are. Every step has its own time limit and writes
+# JSON as it goes, so a slow step costs only itself.
 #
 #   bash scripts/gpu_bench.sh OUT_DIR            # on the GPU machine (see ../shared/device/README.md)
 #   PROFILE=params.yaml B_SMALL=4 B_LARGE=8 STEPS=1 WORKERS=2 SYNTH="--set train_per_class=4" \
 #     COMPILE=off bash scripts/gpu_bench.sh /tmp/gpu_dry   # a dry run on a CPU
-#   ONLY="synth|preprocess|extract.*" bash scripts/gpu_bench.sh OUT_DIR   # some steps only
+#   ONLY="synth|preprocess|extract.*" bash scripts/gpu_bench.sh OUT_DIR   # extraction only (~2.5 min)
 set -uo pipefail
 out=${1:?usage: gpu_bench.sh OUT_DIR}
 mkdir -p "$out"
@@ -54,12 +56,18 @@ step preprocess 90 $stica preprocess "$work/videos" --out "$work/store" --params
 step store 150 $stica bench train --params "$profile" --store "$work/store" --batch-size "$b_large" \
   --steps $((4 * steps)) --warmup 3 $fast --set workers="$workers" --set prefetch_factor=4 \
   --json-out "$out/store.json"
+# extraction (eager: compiling the trunk did not pay, README): the frames decoded in the loader
+# workers (PIL) vs on the GPU, autotuned; then the GPU decode with the profile's deterministic mode
 extract="$stica extract-features $work/store --ckpt random --params $profile --set workers=$workers"
-extract="$extract --set batch_size=200 --set chunk_videos=100"
-step extract 120 $extract --out "$work/features.h5" --set compile="$compile_switch"
-step extract_autotune 90 $extract --out "$work/features_autotune.h5" --set compile="$compile_switch" \
-  --set deterministic=false
-step extract_eager 90 $extract --out "$work/features_eager.h5" --set compile=off
+extract="$extract --set batch_size=200 --set chunk_videos=100 --set compile=off"
+for decode in cpu device; do
+  step extract_$decode 75 $extract --set jpeg_decode=$decode --set deterministic=false \
+    --out "$work/features_$decode.h5" --json-out "$out/extract_$decode.json"
+done
+step extract_compare 30 python3 scripts/compare_features.py "$work/features_cpu.h5" \
+  "$work/features_device.h5" --json-out "$out/extract_compare.json"
+step extract_device_det 75 $extract --set jpeg_decode=device --out "$work/features_det.h5" \
+  --json-out "$out/extract_device_det.json"
 step profile 150 python3 scripts/profile_step.py --params "$profile" --batch-size "$b_large" \
   --set compile="$compile_switch" --set channels_last=on --set deterministic=false
 # the paper profile's default, deterministic: true (deterministic cuDNN, no autotuning), last

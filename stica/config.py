@@ -388,6 +388,8 @@ PretrainMode = Literal["default", "two_crops", "multi_crops", "feature_crops"]
 # a speed switch (stica.perf.resolve): "auto" = on for CUDA devices, off on the CPU
 Switch = Literal["auto", "on", "off"]
 SWITCH_VALUES = get_args(Switch)
+JpegDecode = Literal["auto", "cpu", "device"]  # where extraction decodes the stored JPEG frames
+JPEG_DECODE_VALUES = get_args(JpegDecode)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -568,6 +570,12 @@ class FeaturesConfig:
     # torch's deterministic mode (no cuDNN autotuning): the same features run to run; false lets
     # cuDNN autotune on CUDA
     deterministic: bool = True
+    # where the stored JPEG frames are decoded: "cpu" in the loader workers (PIL), "device" in
+    # the main process in batches on the model's device (torchvision.io.decode_jpeg: nvJPEG on a
+    # GPU; the workers then ship the few kB of each frame's file once per video instead of every
+    # clip's decoded frames); "auto": device on CUDA, cpu elsewhere. Features agree to the two
+    # JPEG decoders' rounding
+    jpeg_decode: JpegDecode = "auto"
 
     def __post_init__(self) -> None:
         _check(self.clips_per_video >= 1, "features.clips_per_video", "must be >= 1")
@@ -583,6 +591,11 @@ class FeaturesConfig:
             self.compile in SWITCH_VALUES,
             "features.compile",
             f"must be one of {', '.join(SWITCH_VALUES)}",
+        )
+        _check(
+            self.jpeg_decode in JPEG_DECODE_VALUES,
+            "features.jpeg_decode",
+            f"must be one of {', '.join(JPEG_DECODE_VALUES)}",
         )
 
 

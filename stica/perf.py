@@ -137,11 +137,13 @@ class Throughput:
 
     Wrap the loader with :meth:`batches`; the time spent inside its ``next()`` is data wait (the
     training step synchronises with the device every step, so a GPU that is still busy is not
-    counted as waiting). Peak memory is ``None`` on the CPU.
+    counted as waiting). A batch's samples are the length of its ``count_key`` entry. Peak
+    memory is ``None`` on the CPU.
     """
 
-    def __init__(self, device: torch.device | str) -> None:
+    def __init__(self, device: torch.device | str, count_key: str = "frames") -> None:
         self.device = torch.device(device)
+        self.count_key = count_key
         self.samples = 0
         self.steps = 0
         self.wait_s = 0.0
@@ -166,7 +168,7 @@ class Throughput:
                 finally:
                     self.wait_s += time.perf_counter() - t0
                 self.steps += 1
-                self.samples += len(batch["frames"])
+                self.samples += len(batch[self.count_key])
                 yield batch
         finally:
             self.wall_s += time.perf_counter() - start

@@ -19,10 +19,11 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from stica.data.store import Store
+from stica.data.store import Store, VideoRecord
 from stica.errors import SticaError
 
 _JPEG = ("JPEG",)
+_NO_FRAMES = np.empty((0, 0, 0, 3), np.uint8)
 
 
 @dataclass
@@ -30,6 +31,15 @@ class Clip:
     frames: np.ndarray  # (T, H, W, 3) uint8
     audio: np.ndarray  # (S,) int16, S == round(T / fps * sample_rate)
     start: float  # seconds, after the short-video rule
+
+
+@dataclass
+class EncodedClips:
+    """Clips of one video with undecoded frames (:meth:`ClipReader.read_many_encoded`)."""
+
+    jpeg: list[np.ndarray]  # the stored JPEG file of each frame of the clips' union, in order
+    rows: list[np.ndarray]  # per clip, (T,) int64 rows of ``jpeg`` (repeats: short videos)
+    clips: list[Clip]  # audio and start of each clip; frames empty
 
 
 class _Shard:
@@ -43,34 +53,38 @@ class _Shard:
         self.video_frames = self.file["video_frames"][()]  # (N + 1,)
         self.video_samples = self.file["video_samples"][()]  # (N + 1,)
 
+    def encoded(self, index: int, frame_ids: np.ndarray) -> list[np.ndarray]:
+        """The stored JPEG files of frames ``frame_ids`` (sorted, unique) of video ``index``,
+        undecoded: views into one contiguous read of the span they cover.
+
+        Shape:
+            returns len(frame_ids) arrays (n_bytes_i,) uint8
+        """
+        first = self.video_frames[index]
+        lo, hi = int(frame_ids.min()), int(frame_ids.max()) + 1
+        b0, b1 = self.frame_offsets[first + lo], self.frame_offsets[first + hi]
+        blob = self.jpeg[b0:b1]  # (b1 - b0,) uint8: one read for the whole span
+        offsets = self.frame_offsets[first + lo : first + hi + 1] - b0
+        return [blob[offsets[k] : offsets[k + 1]] for k in (frame_ids - lo).tolist()]
+
     def frames(self, index: int, frame_ids: np.ndarray) -> np.ndarray:
         """Decode stored frames ``frame_ids`` (sorted, may repeat) of video ``index``.
 
         Shape:
             returns (len(frame_ids), H, W, 3) uint8
         """
-        first = self.video_frames[index]
-        lo, hi = int(frame_ids.min()), int(frame_ids.max()) + 1
-        b0, b1 = self.frame_offsets[first + lo], self.frame_offsets[first + hi]
-        blob = self.jpeg[b0:b1].tobytes()  # one contiguous read for the whole clip
-        offsets = self.frame_offsets[first + lo : first + hi + 1] - b0
+        unique, rows = np.unique(frame_ids, return_inverse=True)
         out = None
-        done: dict[int, int] = {}  # frame id -> first row holding it (short videos repeat)
-        for row, fid in enumerate(frame_ids.tolist()):
-            if fid in done:
-                out[row] = out[done[fid]]
-                continue
-            k = fid - lo
+        for k, data in enumerate(self.encoded(index, unique)):
             # formats=JPEG skips PIL's probing of every other image plugin (half the time)
-            image = Image.open(io.BytesIO(blob[offsets[k] : offsets[k + 1]]), formats=_JPEG)
+            image = Image.open(io.BytesIO(data), formats=_JPEG)
             if image.mode != "RGB":
                 image = image.convert("RGB")
             pixels = np.asarray(image)  # (H, W, 3)
             if out is None:
-                out = np.empty((len(frame_ids), *pixels.shape), np.uint8)
-            out[row] = pixels
-            done[fid] = row
-        return out
+                out = np.empty((len(unique), *pixels.shape), np.uint8)
+            out[k] = pixels
+        return out if len(unique) == len(frame_ids) else out[rows]  # short videos repeat
 
     def samples(self, index: int, start: int, count: int) -> np.ndarray:
         """``count`` int16 samples from ``start`` (zero-padded past the end).
@@ -146,6 +160,31 @@ class ClipReader:
         Shape:
             each clip: frames (num_frames, H, W, 3) uint8; audio (round(num_frames / fps * sr),)
         """
+        rec, union, rows, clips = self._plan(video_id, starts, num_frames)
+        decoded = self._shard(rec.shard).frames(rec.index, union)  # (len(union), H, W, 3)
+        for clip, clip_rows in zip(clips, rows, strict=True):
+            # a clip that is the union itself (one clip, no repeats) needs no copy
+            clip.frames = decoded if len(clip_rows) == len(union) else decoded[clip_rows]
+        return clips
+
+    def read_many_encoded(
+        self, video_id: str, starts: list[float], num_frames: int
+    ) -> EncodedClips:
+        """The clips of :meth:`read_many` with their frames left as the stored JPEG files, for
+        decoding elsewhere (in batches on a GPU): each frame of the union once, and per clip the
+        rows of the union it shows. ``Clip.frames`` of the clips is empty.
+
+        Shape:
+            jpeg: U arrays (n_bytes,) uint8; rows: one (num_frames,) int64 per clip, into jpeg
+        """
+        rec, union, rows, clips = self._plan(video_id, starts, num_frames)
+        return EncodedClips(self._shard(rec.shard).encoded(rec.index, union), rows, clips)
+
+    def _plan(
+        self, video_id: str, starts: list[float], num_frames: int
+    ) -> tuple[VideoRecord, np.ndarray, list[np.ndarray], list[Clip]]:
+        """The stored frames the clips need (their sorted union), each clip's rows of it, and the
+        clips with their audio read (frames not yet)."""
         rec = self.store.get(video_id)
         if rec.num_frames == 0:
             raise SticaError(f"{video_id}: audio-only record, use read_audio()")
@@ -156,21 +195,16 @@ class ClipReader:
         ids = [np.minimum(np.arange(f, f + num_frames), rec.num_frames - 1) for f in firsts]
         union = np.unique(np.concatenate(ids))
         shard = self._shard(rec.shard)
-        decoded = shard.frames(rec.index, union)  # (len(union), H, W, 3)
         n_samples = round(num_frames / self.fps * self.sample_rate)
         clips = []
-        for first, frame_ids in zip(firsts, ids, strict=True):
+        for first in firsts:
             a0 = round(first / self.fps * self.sample_rate)
             if rec.has_audio:
                 audio = shard.samples(rec.index, a0, n_samples)
             else:
                 audio = np.zeros(n_samples, np.int16)
-            if len(frame_ids) == len(union):  # the clip is the union (one clip, no repeats)
-                frames = decoded
-            else:
-                frames = decoded[np.searchsorted(union, frame_ids)]
-            clips.append(Clip(frames=frames, audio=audio, start=first / self.fps))
-        return clips
+            clips.append(Clip(frames=_NO_FRAMES, audio=audio, start=first / self.fps))
+        return rec, union, [np.searchsorted(union, frame_ids) for frame_ids in ids], clips
 
     def read_audio(self, video_id: str, start: float, seconds: float) -> np.ndarray:
         """``seconds`` of audio from ``start`` (same clamping rule; zero-padded when shorter).

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from stica.data.clips import Clip, ClipReader
+from stica.data.clips import Clip, ClipReader, EncodedClips
 from stica.data.store import Store, VideoRecord
 from stica.errors import SticaError
 
@@ -105,34 +106,51 @@ class UniformClips(torch.utils.data.Dataset):
     The clips of a video are decoded together (:meth:`ClipReader.read_many`: each stored frame
     once) and kept until another video is asked for, so reading the items in order, as
     evaluation's batches do, decodes every frame of a video once however much its clips overlap.
+
+    ``encoded=True`` leaves the frames undecoded: items hold ``jpeg`` (the JPEG files of the
+    frames the video's clips cover) and ``rows`` instead of ``frames``, batched by
+    :func:`~stica.data.jpeg.collate_encoded_clips` and decoded where the model runs.
     """
 
     def __init__(
-        self, store: Store, records: Sequence[VideoRecord], num_frames: int, clips_per_video: int
+        self,
+        store: Store,
+        records: Sequence[VideoRecord],
+        num_frames: int,
+        clips_per_video: int,
+        encoded: bool = False,
     ) -> None:
         self.reader = ClipReader(store)
         self.records = list(records)
         self.num_frames = num_frames
         self.clips_per_video = clips_per_video
         self.clip_seconds = num_frames / store.meta.fps
-        self._video_clips: tuple[int, list[Clip]] | None = None  # the last video read
+        self.encoded = encoded
+        self._video_clips: tuple[int, list[Clip] | EncodedClips] | None = None  # the last video
 
     def __len__(self) -> int:
         return len(self.records) * self.clips_per_video
 
-    def clips_of(self, video: int) -> list[Clip]:
+    def clips_of(self, video: int) -> list[Clip] | EncodedClips:
         if self._video_clips is None or self._video_clips[0] != video:
             record = self.records[video]
             starts = uniform_starts(record.duration, self.clip_seconds, self.clips_per_video)
-            self._video_clips = (video, self.reader.read_many(record.id, starts, self.num_frames))
+            read = self.reader.read_many_encoded if self.encoded else self.reader.read_many
+            self._video_clips = (video, read(record.id, starts, self.num_frames))
         return self._video_clips[1]
 
-    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, item: int) -> dict[str, Any]:
         video, clip_index = divmod(item, self.clips_per_video)
         record = self.records[video]
-        clip = self.clips_of(video)[clip_index]
+        clips = self.clips_of(video)
+        if self.encoded:
+            clip = clips.clips[clip_index]
+            frames = {"jpeg": clips.jpeg, "rows": torch.from_numpy(clips.rows[clip_index])}
+        else:
+            clip = clips[clip_index]
+            frames = {"frames": torch.from_numpy(np.ascontiguousarray(clip.frames))}
         return {
-            "frames": torch.from_numpy(np.ascontiguousarray(clip.frames)),
+            **frames,
             "audio": torch.from_numpy(clip.audio.astype(np.float32) / 32768.0),
             "video": torch.tensor(video),
             "label": torch.tensor(record.label),

@@ -11,7 +11,9 @@ Speed: one DataLoader for the whole run (its workers persist across chunks, batc
 two chunks, the overlapping clips of a video decoded once), pinned batches and asynchronous copies
 on CUDA, bf16 autocast (``features.autocast``) and a channels_last_3d trunk on CUDA by default;
 optionally a compiled trunk (``features.compile``; batches padded to one shape) and cuDNN
-autotuning (``features.deterministic: false``).
+autotuning (``features.deterministic: false``). On a GPU the stored JPEG frames are decoded there
+in batches (``features.jpeg_decode``): the workers only read the files. The summary says how much
+of the wall time the loop waited for the loader.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from stica.config import FeaturesConfig, PretrainConfig, to_dict
 from stica.data.audio import build_frontend
 from stica.data.augment import EvalTransform
 from stica.data.datasets import UniformClips, collate_clips
+from stica.data.jpeg import collate_encoded_clips, decode_clips, decode_on_device
 from stica.data.store import Store
 from stica.determinism import deterministic_mode
 from stica.errors import SticaError
@@ -115,15 +118,18 @@ def _extract_features(
     todo = records[start:]
     clips = config.clips_per_video
     sampler = ChunkBatches(len(todo), clips, config.chunk_videos, config.batch_size)
+    on_device = decode_on_device(config.jpeg_decode, device)
     loader = torch.utils.data.DataLoader(
-        UniformClips(store, todo, num_frames, clips),
+        UniformClips(store, todo, num_frames, clips, encoded=on_device),
         batch_sampler=sampler,
-        collate_fn=collate_clips,
+        collate_fn=collate_encoded_clips if on_device else collate_clips,
         **perf.loader_options(config.workers, device),
     )
-    batches = iter(loader) if todo else iter(())
+    meter = perf.Throughput(device, count_key="video")
+    batches = meter.batches(loader)
     started = time.perf_counter()
-    warm: tuple[float, int] | None = None  # (time, videos done) when the first chunk ended
+    # (time, videos done, data wait so far) when the first chunk ended
+    warm: tuple[float, int, float] | None = None
     for first in range(0, len(todo), config.chunk_videos):
         chunk = todo[first : first + config.chunk_videos]
         chunk_batches = (next(batches) for _ in range(sampler.batches_in(len(chunk))))
@@ -137,12 +143,30 @@ def _extract_features(
         _save_partial(partial_path(out), fingerprint, video_feats, audio_feats, clip_feats)
         bar.update(len(chunk))
         if warm is None:
-            warm = (time.perf_counter(), first + len(chunk))
+            warm = (time.perf_counter(), first + len(chunk), meter.wait_s)
         bar.set_postfix_str(
             f"{(first + len(chunk)) * clips / (time.perf_counter() - started):.0f} clips/s"
         )
     seconds = time.perf_counter() - started
+    batches.close()  # the meter's wall clock stops
     bar.close()
+    steady = warm is not None and len(todo) > warm[1]
+    steady_seconds = started + seconds - warm[0] if steady else 0.0
+    rates = {
+        "clips_per_s": len(todo) * clips / seconds if todo and seconds > 0 else None,
+        # after the first chunk, which pays for starting the workers, compiling and autotuning
+        "steady_clips_per_s": (len(todo) - warm[1]) * clips / steady_seconds if steady else None,
+        # the share of the loop's wall time spent waiting for the loader's next batch
+        "data_wait_fraction": meter.data_wait_fraction,
+        "steady_data_wait_fraction": (meter.wait_s - warm[2]) / steady_seconds if steady else None,
+        "peak_gpu_memory_mb": meter.peak_memory_mb(),
+    }
+    if todo:
+        log.info(
+            f"{len(todo)} videos x {clips} clips, JPEG frames decoded "
+            f"{'in batches on ' + device.type if on_device else 'in the loader workers (PIL)'}: "
+            + ", ".join(f"{k} {v:.3g}" for k, v in rates.items() if v is not None)
+        )
 
     has_audio = np.array([r.has_audio for r in records], dtype=bool)
     audio = np.concatenate(audio_feats)
@@ -168,13 +192,10 @@ def _extract_features(
         "videos": len(records),
         "with_audio": int(has_audio.sum()),
         "checkpoint": provenance.checkpoint,
-        "clips_per_s": len(todo) * clips / seconds if todo and seconds > 0 else None,
-        # after the first chunk, which pays for compiling and cuDNN autotuning
-        "steady_clips_per_s": (
-            (len(todo) - warm[1]) * clips / (started + seconds - warm[0])
-            if warm and len(todo) > warm[1]
-            else None
-        ),
+        **rates,
+        "jpeg_decode": "device" if on_device else "cpu",
+        "workers": config.workers,
+        "batch_size": config.batch_size,
         "autocast": amp,
         **switches,
         "deterministic": config.deterministic,
@@ -219,8 +240,11 @@ def _chunk_features(model, transform, logmel, batches, offset, n, clips, device,
     video_sum = audio_sum = per_clip = None
     first = 0
     for batch in batches:
-        frames = batch["frames"].to(device, non_blocking=True)  # (B, T, H, W, 3) uint8
-        sizes = batch["sizes"]  # (B, 2)
+        if "jpeg" in batch:  # frames still JPEG files: decoded here, on the model's device
+            frames, sizes = decode_clips(batch, device)  # (B, T, H, W, 3) uint8, (B, 2)
+        else:
+            frames = batch["frames"].to(device, non_blocking=True)  # (B, T, H, W, 3) uint8
+            sizes = batch["sizes"]  # (B, 2)
         b = len(frames)
         if pad_to is not None and b < pad_to:
             frames = torch.cat([frames, frames[-1:].expand(pad_to - b, *frames.shape[1:])])

@@ -80,6 +80,13 @@ def test_pretrain_and_extract_features_on_a_mixed_aspect_store(
     extract_features(mixed_store / "store", str(mixed_ckpt), features, pretrain_config, out)
     got = read_features(out)
     assert got.features.shape[0] == 16 and np.isfinite(got.features).all()
+    # the frames decoded in the main process are padded as the workers pad them
+    on_device = dataclasses.replace(features, jpeg_decode="device", batch_size=5)
+    summary = extract_features(
+        mixed_store / "store", str(mixed_ckpt), on_device, pretrain_config, out
+    )
+    assert summary["jpeg_decode"] == "device"
+    np.testing.assert_allclose(read_features(out).features, got.features, atol=1e-4)
 
 
 def test_finetune_on_a_mixed_aspect_store(mixed_store, mixed_ckpt, tiny_params_file):

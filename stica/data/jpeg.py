@@ -1,0 +1,102 @@
+"""Batches of clips whose frames travel as the stored JPEG files and are decoded where the model
+runs: ``torchvision.io.decode_jpeg`` on a list of files, on the GPU (nvJPEG) or on the CPU.
+
+Evaluation's clips of a video overlap (10 clips of 30 frames from a 90-frame video), so a loader
+worker that ships decoded clips moves ``clips x T`` frames of ``H x W x 3`` bytes per video
+through shared and pinned memory, while the JPEG files of the frames they cover are some
+kilobytes each, once per video. The decoded frames are assembled into the same ``(B, T, H, W, 3)``
+uint8 batch as :func:`~stica.data.datasets.collate_clips` gives, padded the same way when the
+videos differ in size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from stica.config import JpegDecode
+from stica.errors import SticaError
+
+
+def decode_on_device(setting: JpegDecode, device: torch.device | str) -> bool:
+    """``features.jpeg_decode`` on ``device``: ``auto`` decodes on the model's device when it is
+    a GPU, in the loader workers (PIL) otherwise; ``device`` decodes in the main process on the
+    model's device whatever it is (on the CPU too: tests)."""
+    if setting == "auto":
+        return torch.device(device).type == "cuda"
+    return setting == "device"
+
+
+def collate_encoded_clips(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """The DataLoader's batch of samples holding ``jpeg`` (the JPEG files of their video's frames,
+    the same list for every clip of a video) and ``rows`` ((T,) rows of that list): the files of
+    each video once, concatenated, and each clip's frames as indices into them.
+
+    Shape:
+        -> jpeg (n_bytes,) uint8, jpeg_offsets (U + 1,) int64, frame_index (B, T) int64 into
+        the U files, and the other keys stacked as ``default_collate`` does
+    """
+    files: list[np.ndarray] = []
+    base: dict[int, int] = {}  # video -> its first file in ``files``
+    index = []
+    for s in samples:
+        video = int(s["video"])
+        if video not in base:
+            base[video] = len(files)
+            files.extend(s["jpeg"])
+        index.append(s["rows"] + base[video])
+    offsets = np.zeros(len(files) + 1, np.int64)
+    np.cumsum([len(f) for f in files], out=offsets[1:])
+    rest = torch.utils.data.default_collate(
+        [{k: v for k, v in s.items() if k not in ("jpeg", "rows")} for s in samples]
+    )
+    return {
+        **rest,
+        "jpeg": torch.from_numpy(np.concatenate(files)),
+        "jpeg_offsets": torch.from_numpy(offsets),
+        "frame_index": torch.stack(index),
+    }
+
+
+def decode_clips(
+    batch: dict[str, torch.Tensor], device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode a batch of :func:`collate_encoded_clips` on ``device`` and assemble its clips.
+
+    Frames of different sizes (a store of several aspect ratios) are padded at the bottom and
+    right to the largest by repeating their edge pixels, as
+    :func:`~stica.data.datasets.pad_frames` pads clips; ``sizes`` holds each clip's own size.
+
+    Shape:
+        -> frames (B, T, H, W, 3) uint8 on ``device`` (a channels-first tensor's view),
+        sizes (B, 2) int64 on the CPU as (H_i, W_i)
+    """
+    data, offsets = batch["jpeg"], batch["jpeg_offsets"].tolist()
+    files = [data[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    try:
+        images = decode_jpeg(files, mode=ImageReadMode.RGB, device=device)  # U x (3, H_u, W_u)
+    except RuntimeError as e:
+        videos = sorted(set(batch["video"].tolist()))
+        raise SticaError(f"cannot decode the stored JPEG frames of videos {videos}: {e}") from None
+    frame_sizes = torch.tensor([tuple(im.shape[1:]) for im in images], dtype=torch.int64)
+    height, width = (int(v) for v in frame_sizes.max(dim=0).values)
+    stacked = torch.stack([_pad_edges(im, height, width) for im in images])  # (U, 3, H, W)
+    index = batch["frame_index"]  # (B, T)
+    frames = stacked[index.to(stacked.device, non_blocking=True)]  # (B, T, 3, H, W)
+    return frames.permute(0, 1, 3, 4, 2), frame_sizes[index[:, 0]]
+
+
+def _pad_edges(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pad an image at the bottom and right to ``height x width`` by repeating its last row and
+    column (for any dtype, unlike ``F.pad``'s replicate mode).
+
+    Shape:
+        (C, h, w) -> (C, height, width)
+    """
+    _, h, w = image.shape
+    if (h, w) == (height, width):
+        return image
+    rows = torch.arange(height, device=image.device).clamp_(max=h - 1)
+    cols = torch.arange(width, device=image.device).clamp_(max=w - 1)
+    return image[:, rows][:, :, cols]
