@@ -67,6 +67,9 @@ class SynthConfig:
     class_pitch_step: float = 0.35
     pitch_jitter: float = 0.25
     pitch_swing: tuple[float, float] = (0.8, 1.3)  # octaves from the bottom to the top of the frame
+    # range of the per-clip pixel noise std (0..255 scale): a grain that colour jitter keeps, so
+    # within-modal instance discrimination can tell clips apart by it instead of by their motion
+    pixel_noise: tuple[float, float] = (0.0, 6.0)
 
     def __post_init__(self) -> None:
         _check(2 <= self.classes <= 10, "synth.classes", "must be between 2 and 10")
@@ -91,6 +94,8 @@ class SynthConfig:
         _check(0.0 <= self.pitch_jitter <= 1.0, "synth.pitch_jitter", "must be in [0, 1]")
         lo, hi = self.pitch_swing
         _check(0.0 <= lo <= hi <= 2.0, "synth.pitch_swing", "must be 0 <= low <= high <= 2 octaves")
+        lo, hi = self.pixel_noise
+        _check(0.0 <= lo <= hi <= 64.0, "synth.pixel_noise", "must be 0 <= low <= high <= 64")
         _check(self.train_per_class >= 1, "synth.train_per_class", "must be >= 1")
         _check(self.test_per_class >= 1, "synth.test_per_class", "must be >= 1")
         _check(self.duration >= 0.5, "synth.duration", "must be >= 0.5 s")

@@ -329,7 +329,7 @@ def render_frames(
     radius = (radius_px * scale)[:, None, None].astype(np.float32)
     alpha = _coverage(shape, dx, dy, radius)[..., None]  # (T, H, W, 1)
     frames = scene[None].astype(np.float32) * (1 - alpha) + colour.astype(np.float32) * alpha
-    noise_std = rng.uniform(0, 6)
+    noise_std = rng.uniform(*cfg.pixel_noise)
     frames += rng.standard_normal(frames.shape, dtype=np.float32) * np.float32(noise_std)
     return np.clip(frames + 0.5, 0, 255).astype(np.uint8)
 
