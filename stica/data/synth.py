@@ -51,6 +51,9 @@ SPLITS = ("train", "test")
 CLASSES_FILE = "classes.json"
 LOG_FILE = "synth.log"  # written beside the clips by the stage command
 
+# synth.colours: fixed
+FIXED_SCENE_GREY = 96.0
+FIXED_OBJECT_COLOUR = (224.0, 224.0, 224.0)
 PULSE_DEPTH = 0.45  # relative size swing of the "pulse" class
 # Audio.
 BASE_PITCH_HZ = (180.0, 600.0)  # with synth.class_pitch_step = 0
@@ -321,6 +324,8 @@ def render_frames(
     low, high = cfg.distractors
     scene = _draw_static(rng, scene, int(rng.integers(low, high + 1)), radius_px)
     colour = _random_colour(rng, away_from=scene.mean(axis=(0, 1)))
+    if cfg.colours == "fixed":
+        scene, colour = np.full_like(scene, FIXED_SCENE_GREY), np.asarray(FIXED_OBJECT_COLOUR)
     shape = cfg.shapes[rng.integers(len(cfg.shapes))]
     x, y, scale = track.at(t)  # (T,) each
     yy, xx = np.mgrid[0 : cfg.height, 0 : cfg.width].astype(np.float32)
