@@ -70,9 +70,11 @@ class SynthConfig:
     # range of the per-clip pixel noise std (0..255 scale): a grain that colour jitter keeps, so
     # within-modal instance discrimination can tell clips apart by it instead of by their motion
     pixel_noise: tuple[float, float] = (0.0, 6.0)
-    # "random": a colour per clip for the scene and for the object; "fixed": every clip the same
-    # grey scene and light object (the draws still happen, so positions and motions are unchanged)
-    colours: Literal["random", "fixed"] = "random"
+    # "random": a colour per clip for the scene and for the object; "isoluminant": those colours
+    # moved to one luminance for every scene and one for every object (only hue and saturation
+    # vary: hue jitter and grayscale hide them); "fixed": the same grey scene and light object in
+    # every clip. The draws are the same in every mode: same tracks and sounds
+    colours: Literal["random", "isoluminant", "fixed"] = "random"
 
     def __post_init__(self) -> None:
         _check(2 <= self.classes <= 10, "synth.classes", "must be between 2 and 10")
@@ -97,7 +99,11 @@ class SynthConfig:
         _check(0.0 <= self.pitch_jitter <= 1.0, "synth.pitch_jitter", "must be in [0, 1]")
         lo, hi = self.pitch_swing
         _check(0.0 <= lo <= hi <= 2.0, "synth.pitch_swing", "must be 0 <= low <= high <= 2 octaves")
-        _check(self.colours in ("random", "fixed"), "synth.colours", "must be random or fixed")
+        _check(
+            self.colours in ("random", "isoluminant", "fixed"),
+            "synth.colours",
+            "must be random, isoluminant or fixed",
+        )
         lo, hi = self.pixel_noise
         _check(0.0 <= lo <= hi <= 64.0, "synth.pixel_noise", "must be 0 <= low <= high <= 64")
         _check(self.train_per_class >= 1, "synth.train_per_class", "must be >= 1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -369,12 +370,12 @@ def test_class_pitch_step_gives_each_class_its_register():
     assert np.ptp([np.log2(dominant_hz(c.audio, 24000)) for c in clips]) > 1.0
 
 
-def test_fixed_colours_and_no_grain_leave_only_the_motion_to_tell_clips_apart():
+def test_fixed_and_isoluminant_colours_keep_the_tracks_and_sounds():
     base = {**TINY, "classes": 10, "background": "plain", "distractors": (0, 0)}
     random_look = SynthConfig(**base)
     fixed_look = SynthConfig(**base, colours="fixed", pixel_noise=(0.0, 0.0))
     label = CLASS_NAMES.index("move_right")
-    firsts = []
+    firsts, scenes = [], []
     for index in range(4):
         seed = clip_seed(0, "train", label, index)
         fixed, coloured = (
@@ -384,11 +385,16 @@ def test_fixed_colours_and_no_grain_leave_only_the_motion_to_tell_clips_apart():
         frames = fixed.frames.astype(np.float64)  # (T, H, W, 3)
         # grey scene and light object, no grain: two pixel values (and the antialiased edge)
         assert np.abs(frames[..., 0] - frames[..., 1]).max() <= 1
+        iso = render_clip(dataclasses.replace(fixed_look, colours="isoluminant"), label, seed)
+        luma = iso.frames.astype(np.float64) @ np.array([0.299, 0.587, 0.114])  # (T, H, W)
+        # the same luminance picture as the grey one, in colour
+        assert np.abs(luma - frames[..., 0]).mean() < 4
+        scenes.append(iso.frames[0, :3, :3].reshape(-1, 3).mean(0))
         firsts.append(frames[0, :3, :3].mean())
-        # the same draws: the object moves along the same track whatever its colours
+        # the same draws: the object moves along the same track whatever its colours (up to
+        # the grain, the antialiased edge and the contrast of the coloured clip)
         track, coloured_track = centroid_track(fixed.frames), centroid_track(coloured.frames)
-        np.testing.assert_allclose(
-            track[:2], coloured_track[:2], atol=0.05
-        )  # grain, edges, contrast
+        np.testing.assert_allclose(track[:2], coloured_track[:2], atol=0.05)
         assert np.array_equal(fixed.audio, coloured.audio)
     assert np.ptp(firsts) < 1  # every clip's scene corner is the same grey
+    assert np.ptp(np.array(scenes), axis=0).max() > 30  # isoluminant scenes differ in colour

@@ -51,9 +51,11 @@ SPLITS = ("train", "test")
 CLASSES_FILE = "classes.json"
 LOG_FILE = "synth.log"  # written beside the clips by the stage command
 
-# synth.colours: fixed
-FIXED_SCENE_GREY = 96.0
-FIXED_OBJECT_COLOUR = (224.0, 224.0, 224.0)
+# synth.colours isoluminant / fixed: the luma (ITU-R 601) of every scene and of every object;
+# mid values leave room for saturated colours at both
+SCENE_LUMA = 80.0
+OBJECT_LUMA = 176.0
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
 PULSE_DEPTH = 0.45  # relative size swing of the "pulse" class
 # Audio.
 BASE_PITCH_HZ = (180.0, 600.0)  # with synth.class_pitch_step = 0
@@ -282,6 +284,12 @@ def _random_colour(rng: np.random.Generator, away_from: np.ndarray | None = None
             return colour
 
 
+def _at_luma(colour: np.ndarray, luma: float) -> np.ndarray:
+    """``colour`` (..., 3) shifted along the grey axis to luma ``luma`` (hue kept; clipping to
+    [0, 255] can move the luma of very saturated colours by a few levels)."""
+    return np.clip(colour - (colour @ LUMA_WEIGHTS)[..., None] + luma, 0, 255)
+
+
 def _background(rng: np.random.Generator, height: int, width: int, kind: str) -> np.ndarray:
     """Static scene, (H, W, 3) float: a colour, plus for ``textured`` a linear gradient and a
     faint grating."""
@@ -324,8 +332,11 @@ def render_frames(
     low, high = cfg.distractors
     scene = _draw_static(rng, scene, int(rng.integers(low, high + 1)), radius_px)
     colour = _random_colour(rng, away_from=scene.mean(axis=(0, 1)))
-    if cfg.colours == "fixed":
-        scene, colour = np.full_like(scene, FIXED_SCENE_GREY), np.asarray(FIXED_OBJECT_COLOUR)
+    if cfg.colours == "isoluminant":
+        scene = _at_luma(scene, SCENE_LUMA)
+        colour = _at_luma(colour, OBJECT_LUMA)
+    elif cfg.colours == "fixed":
+        scene, colour = np.full_like(scene, SCENE_LUMA), np.full(3, OBJECT_LUMA)
     shape = cfg.shapes[rng.integers(len(cfg.shapes))]
     x, y, scale = track.at(t)  # (T,) each
     yy, xx = np.mgrid[0 : cfg.height, 0 : cfg.width].astype(np.float32)
