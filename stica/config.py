@@ -55,7 +55,9 @@ class SynthConfig:
     # The appearance nuisances, all independent of the class. A plain background is one random
     # colour per clip (no gradient or grating), so colour jitter can hide it completely.
     background: Literal["textured", "plain"] = "plain"
-    object_radius: tuple[float, float] = (0.2, 0.28)  # fraction of min(width, height)
+    # fraction of min(width, height); a range varies the size per clip, a cue that random-init
+    # features and the within-modal loss both pick up (the demo draws one size)
+    object_radius: tuple[float, float] = (0.24, 0.24)
     distractors: tuple[int, int] = (0, 0)  # inclusive range of static distractor shapes
     # the moving object's shape, drawn per clip from these ("disc", "square", "triangle"): with
     # several, both RGB crops of a clip share the shape and the within-modal loss learns it
@@ -69,12 +71,12 @@ class SynthConfig:
     pitch_swing: tuple[float, float] = (0.8, 1.3)  # octaves from the bottom to the top of the frame
     # range of the per-clip pixel noise std (0..255 scale): a grain that colour jitter keeps, so
     # within-modal instance discrimination can tell clips apart by it instead of by their motion
-    pixel_noise: tuple[float, float] = (0.0, 6.0)
+    pixel_noise: tuple[float, float] = (0.0, 0.0)
     # "random": a colour per clip for the scene and for the object; "isoluminant": those colours
     # moved to one luminance for every scene and one for every object (only hue and saturation
     # vary: hue jitter and grayscale hide them); "fixed": the same grey scene and light object in
     # every clip. The draws are the same in every mode: same tracks and sounds
-    colours: Literal["random", "isoluminant", "fixed"] = "random"
+    colours: Literal["random", "isoluminant", "fixed"] = "isoluminant"
 
     def __post_init__(self) -> None:
         _check(2 <= self.classes <= 10, "synth.classes", "must be between 2 and 10")

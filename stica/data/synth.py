@@ -13,10 +13,14 @@ the motion. The class is the motion pattern and its synchronised sound, never th
   structure (sweep direction, rhythm, event timing).
 
 The appearance nuisances are params (``synth.background``, ``object_radius``, ``distractors``,
-``shapes``): the demo profile draws a plain one-colour scene and one large disc, so that the colour
-jitter of pretraining can hide the scene completely, the motion fills more of the feature map, and
-no shape is shared by the two RGB crops of a clip for the within-modal loss to latch onto (with
-three shapes the demo's neighbours shared the shape, not the motion). With
+``shapes``, ``pixel_noise``, ``colours``). The demo profile draws a plain scene and one disc of one
+size, without grain, in isoluminant colours: every scene has one luminance and every object
+another, and only their hue and saturation vary from clip to clip. Colour still tells the clips
+apart to a random-init network, but the hue jitter and grayscale of pretraining hide it between
+the two RGB crops of a clip, so the within-modal loss can only tell clips apart by their motion.
+Every cue colour jitter keeps (the luminance, the grain, the size, a shape) was found to be one
+the within-modal loss latched onto instead, and with it the cross-modal loss stayed at chance
+(README "The demo"). With
 ``synth.class_pitch_step`` > 0 each class's sound source also has its own register (the base
 pitch; neighbouring classes overlap through ``pitch_jitter`` and the motion-driven swing), as real
 actions have their own sounds; the pitch contour, loudness and clicks still follow the motion.
