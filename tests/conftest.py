@@ -51,7 +51,13 @@ TINY = {
         "augment": {"crop_size": 32, "small_crop_size": 16, "eval_short_side": 32},
     },
     "features": {"clips_per_video": 2, "batch_size": 8, "workers": 0, "chunk_videos": 8},
-    "finetune": {"epochs": 2, "batch_size": 8, "workers": 0, "eval_clips": 2},
+    "finetune": {
+        "epochs": 2,
+        "batch_size": 8,
+        "workers": 0,
+        "eval_clips": 2,
+        "train_clips_per_video": 1,
+    },
     "retrieve": {"k": [1, 5], "gallery_queries": 2},
     "audio_eval": {"epochs": 5, "esc50_subclips": 2, "other_subclips": 2},
 }

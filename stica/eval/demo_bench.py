@@ -59,6 +59,8 @@ def supervised_upper_bound(
         epochs=epochs,
         batch_size=pretrain_config.batch_size,
         backbone_lr_scale=1.0,  # from scratch: every layer at the classifier's lr
+        labelled_per_class=0,  # every pretraining video, labelled
+        train_clips_per_video=1,  # one clip per video per epoch, as pretraining
         warmup_epochs=min(finetune_config.warmup_epochs, epochs / 6),
         milestones=tuple(sorted({max(1, round(epochs * f)) for f in (0.5, 5 / 6)})),
         test_from_epoch=0,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,21 @@ def split_data(store: Store, split: int) -> SplitData:
     return SplitData(split, train, test)
 
 
+def labelled_subset(data: SplitData, per_class: int, seed: int) -> SplitData:
+    """``data`` with at most ``per_class`` train videos of each class, drawn by ``seed`` (0 = all);
+    the test videos are all kept."""
+    if per_class == 0:
+        return data
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
+    kept, taken = [], Counter()
+    for i in order.tolist():
+        record = data.train[i]
+        if taken[record.label] < per_class:
+            taken[record.label] += 1
+            kept.append(i)
+    return dataclasses.replace(data, train=[data.train[i] for i in sorted(kept)])
+
+
 @dataclass
 class Init:
     """Initial weights of one finetuning run: the pretrained encoder or a random one."""
@@ -172,7 +188,10 @@ def prepare(
     store = Store(store_dir)
     if splits:
         config = dataclasses.replace(config, splits=tuple(splits))
-    data = [split_data(store, s) for s in config.splits]
+    data = [
+        labelled_subset(split_data(store, s), config.labelled_per_class, config.seed)
+        for s in config.splits
+    ]
     pretrained = load_pretrained(ckpt)
     inits = [Init("pretrained", pretrained.model, _file_digest(ckpt))]
     if config.baseline:

@@ -1,5 +1,6 @@
 """Finetuning: the paper schedule, end to end through the CLI on a tiny real store, bad inputs."""
 
+import dataclasses
 import json
 import signal
 
@@ -16,7 +17,7 @@ from stica.errors import SticaError
 from stica.eval.finetune import prepare_eval, run_finetune
 from stica.eval.metrics import provenance_path
 from stica.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from stica.train.finetune import finetune_lr, prepare, train_split
+from stica.train.finetune import finetune_lr, labelled_subset, prepare, split_data, train_split
 from tests.conftest import REPO_ROOT
 from tests.fixtures import moving_frames, tone
 
@@ -43,6 +44,8 @@ finetune:
   eval_clips: 2
   eval_batch_size: 4
   test_from_epoch: 2
+  train_clips_per_video: 1
+  labelled_per_class: 0
   workers: 0
 """
 
@@ -297,6 +300,25 @@ def test_bad_inputs_exit_2_and_write_nothing(tiny, tmp_path):
         assert not out.exists() and not (tmp_path / "out.log").exists()
     with pytest.raises(CheckpointError):
         prepare_eval(tiny["store"], ckpt, None)
+
+
+def test_labelled_subset_keeps_per_class_train_videos_and_every_test_video(tiny):
+    data = split_data(Store(tiny["store"]), 1)
+    assert len(data.train) == TRAIN_PER_CLASS * len(CLASSES)
+    subsets = [labelled_subset(data, 2, seed) for seed in range(6)]
+    for sub in subsets:
+        labels = [r.label for r in sub.train]
+        assert sorted(labels) == sorted(list(range(len(CLASSES))) * 2)
+        assert {r.id for r in sub.train} <= {r.id for r in data.train}
+        assert sub.test == data.test
+    assert len({tuple(r.id for r in sub.train) for sub in subsets}) > 1  # drawn by the seed
+    assert labelled_subset(data, 2, 3).train == subsets[3].train  # and only by it
+    assert labelled_subset(data, 0, 0) is data
+    assert labelled_subset(data, 99, 0).train == data.train  # fewer than asked: all of them
+    ckpt, params = tiny["ckpts"]["avg"]
+    config = dataclasses.replace(load_section("finetune", params), labelled_per_class=1)
+    plan = prepare(config, tiny["store"], ckpt)
+    assert len(plan.splits[0].train) == len(CLASSES)
 
 
 def test_transformer_pooling_is_kept_with_its_weights(tiny):
