@@ -31,23 +31,32 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 def pad_frames(frames: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack clips whose frames may differ in size (a store of videos with several aspect
-    ratios): each is padded at the bottom and right to the largest by repeating its edge pixels,
-    so bilinear sampling at a clip's border sees its own edge, as ``padding_mode="border"`` does.
-    The augmentation and evaluation crops place their boxes inside each clip's own size.
+    """Stack clips (or images) whose frames may differ in size (a store of videos with several
+    aspect ratios): each is padded at the bottom and right to the largest by repeating its edge
+    pixels, so bilinear sampling at a clip's border sees its own edge, as
+    ``padding_mode="border"`` does. The augmentation and evaluation crops place their boxes inside
+    each clip's own size. Works on any device and dtype.
 
     Shape:
-        frames[i] (T, H_i, W_i, 3) uint8 -> frames (B, T, H, W, 3), sizes (B, 2) as (H_i, W_i)
+        frames[i] (T, H_i, W_i, C) or (C, H_i, W_i): height and width are dims 1 and 2
+        -> frames (B, ...) of the largest H, W, and sizes (B, 2) int64 on the CPU as (H_i, W_i)
     """
     sizes = torch.tensor([tuple(f.shape[1:3]) for f in frames], dtype=torch.int64)
-    height, width = (int(v) for v in sizes.max(dim=0).values)
     if bool((sizes == sizes[0]).all()):
         return torch.stack(list(frames)), sizes
-    padded = []
-    for f in frames:
-        pad = ((0, 0), (0, height - f.shape[1]), (0, width - f.shape[2]), (0, 0))
-        padded.append(torch.from_numpy(np.pad(f.numpy(), pad, mode="edge")))
-    return torch.stack(padded), sizes
+    height, width = (int(v) for v in sizes.max(dim=0).values)
+    return torch.stack([_pad_edges(f, height, width) for f in frames]), sizes
+
+
+def _pad_edges(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pad dims 1 and 2 to ``height x width`` by repeating the last row and column (any dtype,
+    unlike ``F.pad``'s replicate mode)."""
+    h, w = frames.shape[1:3]
+    if (h, w) == (height, width):
+        return frames
+    rows = torch.arange(height, device=frames.device).clamp_(max=h - 1)
+    cols = torch.arange(width, device=frames.device).clamp_(max=w - 1)
+    return frames[:, rows][:, :, cols]
 
 
 def collate_clips(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

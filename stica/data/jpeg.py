@@ -16,6 +16,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from stica.config import JpegDecode
+from stica.data.datasets import pad_frames
 from stica.errors import SticaError
 
 
@@ -64,9 +65,9 @@ def decode_clips(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode a batch of :func:`collate_encoded_clips` on ``device`` and assemble its clips.
 
-    Frames of different sizes (a store of several aspect ratios) are padded at the bottom and
-    right to the largest by repeating their edge pixels, as
-    :func:`~stica.data.datasets.pad_frames` pads clips; ``sizes`` holds each clip's own size.
+    Frames of different sizes (a store of several aspect ratios) are padded by
+    :func:`~stica.data.datasets.pad_frames`, as batches of decoded clips are; ``sizes`` holds each
+    clip's own size.
 
     Shape:
         -> frames (B, T, H, W, 3) uint8 on ``device`` (a channels-first tensor's view),
@@ -79,24 +80,7 @@ def decode_clips(
     except RuntimeError as e:
         videos = sorted(set(batch["video"].tolist()))
         raise SticaError(f"cannot decode the stored JPEG frames of videos {videos}: {e}") from None
-    frame_sizes = torch.tensor([tuple(im.shape[1:]) for im in images], dtype=torch.int64)
-    height, width = (int(v) for v in frame_sizes.max(dim=0).values)
-    stacked = torch.stack([_pad_edges(im, height, width) for im in images])  # (U, 3, H, W)
+    stacked, frame_sizes = pad_frames(images)  # (U, 3, H, W), (U, 2)
     index = batch["frame_index"]  # (B, T)
     frames = stacked[index.to(stacked.device, non_blocking=True)]  # (B, T, 3, H, W)
     return frames.permute(0, 1, 3, 4, 2), frame_sizes[index[:, 0]]
-
-
-def _pad_edges(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Pad an image at the bottom and right to ``height x width`` by repeating its last row and
-    column (for any dtype, unlike ``F.pad``'s replicate mode).
-
-    Shape:
-        (C, h, w) -> (C, height, width)
-    """
-    _, h, w = image.shape
-    if (h, w) == (height, width):
-        return image
-    rows = torch.arange(height, device=image.device).clamp_(max=h - 1)
-    cols = torch.arange(width, device=image.device).clamp_(max=w - 1)
-    return image[:, rows][:, :, cols]
