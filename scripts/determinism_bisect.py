@@ -29,7 +29,7 @@ from torch import nn
 from stica.config import load_section
 from stica.data.audio import build_frontend, volume_jitter
 from stica.data.augment import VideoAugment
-from stica.models.crops import embed_crops, gather_crops, sample_crops
+from stica.models.crops import crop_tokens, embed_crops, sample_crops
 from stica.models.stica import build_model
 
 Piece = Callable[[], dict[str, torch.Tensor]]
@@ -115,17 +115,19 @@ def pieces(params: str) -> dict[str, Piece]:
         "audio_head": fwd_bwd(model.audio_head, lambda m, x: m(x), fmap.mean(dim=(2, 3, 4))),
     }
     for grp in groups:
-        out[f"gather_crops[{grp.name}]"] = fwd_bwd(
-            None, lambda x, grp=grp: gather_crops(x, grp)[0], fmap
+        out[f"crop_tokens[{grp.name}]"] = fwd_bwd(
+            None, lambda x, grp=grp: crop_tokens(x, [grp])[1][grp.name], fmap
         )
-        out[f"pool[{grp.name}]"] = fwd_bwd(
+        out[f"pool_tokens[{grp.name}]"] = fwd_bwd(
             model.video_pool,
-            lambda m, x, grp=grp: m(*gather_crops(x, grp)),
+            lambda m, x, grp=grp: m.pool_tokens(
+                [(crop_tokens(x, [grp])[1][grp.name], grp.offsets[..., 0].reshape(-1))]
+            )[0],
             fmap,
         )
     out[f"loss({cfg.mode})"] = _loss_piece(cfg, model, video, spec)
     out["embed_crops(all groups)"] = fwd_bwd(
-        model, lambda m, x: tuple(embed_crops(m.embed_video_map, x, groups).values()), fmap
+        model, lambda m, x: tuple(embed_crops(m.embed_video_tokens, x, groups)[1].values()), fmap
     )
     # every leaf module of the trunks on its real input, to name the kernel
     for trunk_name, trunk, x in (

@@ -37,7 +37,7 @@ def main() -> None:
     )
     step_fn, optimizer, switches, config = training_step(config, own, device)
     fps = load_section("preprocess", args.params).fps  # the clip's span sets its audio length
-    frames, audio = synthetic_clips(config, args.batch_size, fps)
+    frames, audio = synthetic_clips(config, args.batch_size, fps, device=device)
     size = config.augment.crop_size
 
     def step(i: int) -> None:

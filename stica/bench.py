@@ -272,9 +272,12 @@ def synthetic_clips(
     fps: float,
     height: int | None = None,
     width: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random uint8 clips at the stored frame size the crops come from (4:3 by default) and the
-    audio of their span, the same for every run.
+    audio of their span, the same for every run; in page-locked memory when ``device`` is a GPU,
+    as pretraining's loader delivers them (in the H200 profile of the batch-64 step, pageable
+    host-to-device copies took 23.6 ms per step: docs/gpu/h200-2026-11-28/run2.log).
 
     Shape: -> frames (B, T, H, W, 3) uint8, audio (B, S) float
     """
@@ -283,7 +286,10 @@ def synthetic_clips(
     gen = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 256, (batch_size, base.num_frames, height, width, 3), generator=gen)
     samples = round(base.num_frames / fps * base.audio.sample_rate)
-    return frames.to(torch.uint8), torch.randn(batch_size, samples, generator=gen) * 0.1
+    frames, audio = frames.to(torch.uint8), torch.randn(batch_size, samples, generator=gen) * 0.1
+    if torch.device(device).type == "cuda":
+        frames, audio = frames.pin_memory(), audio.pin_memory()
+    return frames, audio
 
 
 def training_step(
@@ -320,7 +326,7 @@ def training_step(
 
 def _bench_train(base, batch_size, steps, warmup, dev, strategies, height, width, fps):
     size = base.augment.crop_size
-    frames, audio = synthetic_clips(base, batch_size, fps, height, width)
+    frames, audio = synthetic_clips(base, batch_size, fps, height, width, dev)
     rows = []
     switches = {}
     for strategy in with_reference(strategies or train_strategies()):
@@ -381,8 +387,9 @@ def _bench_train(base, batch_size, steps, warmup, dev, strategies, height, width
 def bench_crop_path(
     base: PretrainConfig, batch_size: int, dev: torch.device, steps: int = 3
 ) -> dict[str, Any]:
-    """Forward + backward of the paper-best feature crops: one batched call per crop shape vs a
-    Python loop over crops and samples (the naive implementation)."""
+    """Forward + backward of the paper-best feature crops: the batched path (one pooling call for
+    every crop, one head call per crop shape) vs a Python loop over crops and samples (the naive
+    implementation)."""
     from stica.models.crops import embed_crops, embed_crops_loop, sample_crops
     from stica.models.stica import build_model
 
@@ -394,18 +401,26 @@ def bench_crop_path(
     crops = crops_for_map("best", shape)
     fmap = torch.randn(batch_size, *shape, device=dev, requires_grad=True)
     out = {}
-    for name, fn in (("batched", embed_crops), ("loop", embed_crops_loop)):
+    t1 = shape[1]
+
+    def batched(groups):
+        return embed_crops(lambda sets: model.embed_video_tokens(sets, t1), fmap, groups)[1]
+
+    def loop(groups):
+        return embed_crops_loop(
+            lambda x, off: model.embed_video_map(x, off, tokens=t1), fmap, groups
+        )
+
+    for name, fn in (("batched", batched), ("loop", loop)):
         times = []
         for i in range(steps + 1):
-            groups = sample_crops(
-                crops, fmap.shape, batch_size, torch.Generator().manual_seed(i), dev
-            )
+            groups = sample_crops(crops, fmap.shape, batch_size, torch.Generator().manual_seed(i))
             _sync(dev)
             t0 = time.perf_counter()
             with torch.autocast(
                 device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"
             ):
-                views = fn(model.embed_video_map, fmap, groups)
+                views = fn(groups)
             sum(v.float().sum() for v in views.values()).backward()
             _sync(dev)
             if i:

@@ -10,9 +10,9 @@ from stica.errors import SticaError
 from stica.models.crops import (
     GROUPS,
     crop_sizes,
+    crop_tokens,
     embed_crops,
     embed_crops_loop,
-    gather_crops,
     sample_crops,
 )
 from stica.models.stica import SticaModel
@@ -89,33 +89,64 @@ def test_offsets_follow_the_generator_and_differ_per_crop_and_sample():
     assert len({tuple(o) for o in small.reshape(-1, 2).tolist()}) > 4
 
 
-def test_gather_cuts_the_same_values_as_slicing():
-    fmap = torch.randn(3, 5, 4, 7, 7)
-    for group in sample_crops(PAPER_CROPS, fmap.shape, 3, torch.Generator().manual_seed(1)):
-        crops, time_offset = gather_crops(fmap, group)
+def test_crop_tokens_are_the_spatial_means_of_the_sliced_crops():
+    fmap = torch.randn(5, 6, 4, 7, 7, dtype=torch.float64)
+    groups = sample_crops(PAPER_CROPS, fmap.shape, 3, torch.Generator().manual_seed(1))
+    full, tokens = crop_tokens(fmap, groups, full=True)
+    # every sample of the map, not only the 3 that were cropped
+    torch.testing.assert_close(full, fmap.mean(dim=(3, 4)).transpose(1, 2).float())
+    assert tokens.keys() == {g.name for g in groups}
+    for group in groups:
         k, b = group.count, 3
-        assert crops.shape == (k * b, 5, *group.size)
         t, h, w = group.size
+        assert tokens[group.name].shape == (k * b, t, 6)
         for kk, i in itertools.product(range(k), range(b)):
             t0, y0, x0 = group.offsets[kk, i].tolist()
-            expected = fmap[i, :, t0 : t0 + t, y0 : y0 + h, x0 : x0 + w]
-            assert torch.equal(crops[kk * b + i], expected)
-            assert time_offset[kk * b + i] == t0
+            crop = fmap[i, :, t0 : t0 + t, y0 : y0 + h, x0 : x0 + w]  # (D, t, h, w)
+            expected = crop.mean(dim=(2, 3)).T.float()  # (t, D)
+            torch.testing.assert_close(tokens[group.name][kk * b + i], expected)
 
 
-@pytest.mark.parametrize("pooling", ["avg", "transformer"])
-def test_batched_crops_equal_one_crop_at_a_time(pooling):
+def test_crop_tokens_are_float32_under_autocast_and_without_groups():
+    fmap = torch.randn(2, 4, 4, 7, 7).to(torch.bfloat16)
+    groups = sample_crops(PAPER_CROPS, fmap.shape, 2, torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        full, tokens = crop_tokens(fmap, groups, full=True)
+    assert full.dtype == torch.float32 and all(v.dtype == torch.float32 for v in tokens.values())
+    full_only, none = crop_tokens(fmap, [], full=True)
+    assert none == {}
+    torch.testing.assert_close(full_only, full)
+
+
+POOLINGS = [("avg", "official"), ("transformer", "official"), ("transformer", "ours")]
+
+
+def _model(pooling: str, style: str) -> SticaModel:
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        width=8, pooling=pooling, transformer_style=style, head_hidden=32, embed_dim=16
+    )
+    return SticaModel(cfg)
+
+
+@pytest.mark.parametrize("pooling, style", POOLINGS)
+def test_batched_crops_equal_one_crop_at_a_time(pooling, style):
     # eval mode: the heads' BatchNorm then uses running statistics, so an embedding does not
     # depend on its batch and the two paths must agree exactly
-    torch.manual_seed(0)
-    model = SticaModel(ModelConfig(width=8, pooling=pooling, head_hidden=32, embed_dim=16)).eval()
+    model = _model(pooling, style).eval()
     fmap = torch.randn(3, 64, 4, 4, 4, requires_grad=True)
     config = CROPS_4x4x4
 
+    def embed_tokens(sets):  # as in training: temporal crops pooled over the map's T1 tokens
+        return model.embed_video_tokens(sets, tokens=4)
+
+    def embed_map(x, time_offset):
+        return model.embed_video_map(x, time_offset, tokens=4)
+
     groups = sample_crops(config, fmap.shape, 3, torch.Generator().manual_seed(7))
-    batched = embed_crops(model.embed_video_map, fmap, groups)
+    _, batched = embed_crops(embed_tokens, fmap, groups)
     groups_again = sample_crops(config, fmap.shape, 3, torch.Generator().manual_seed(7))
-    looped = embed_crops_loop(model.embed_video_map, fmap, groups_again)
+    looped = embed_crops_loop(embed_map, fmap, groups_again)
 
     assert batched.keys() == looped.keys() == {g for g, _, _ in GROUPS}
     counts = {g: batched[g].shape[0] for g in batched}
@@ -126,3 +157,29 @@ def test_batched_crops_equal_one_crop_at_a_time(pooling):
     (g_batched,) = torch.autograd.grad(sum(v.pow(3).sum() for v in batched.values()), fmap)
     (g_looped,) = torch.autograd.grad(sum(v.pow(3).sum() for v in looped.values()), fmap)
     torch.testing.assert_close(g_batched, g_looped, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pooling, style", POOLINGS)
+def test_training_mode_heads_normalise_each_crop_shape_and_the_whole_maps_apart(pooling, style):
+    # one pooling call for everything, but one head call per crop shape: each shape's BatchNorm
+    # statistics are its own, as when every shape was cut out and embedded by itself
+    model = _model(pooling, style).train()
+    fmap = torch.randn(5, 64, 4, 4, 4)
+    groups = sample_crops(CROPS_4x4x4, fmap.shape, 3, torch.Generator().manual_seed(2))
+
+    def embed_tokens(sets):
+        return model.embed_video_tokens(sets, tokens=4)
+
+    z_full, views = embed_crops(embed_tokens, fmap, groups, full=True)
+    torch.testing.assert_close(z_full, model.embed_video_map(fmap), atol=1e-5, rtol=1e-5)
+    for group in groups:
+        t, h, w = group.size
+        cut = [
+            fmap[i, :, t0 : t0 + t, y0 : y0 + h, x0 : x0 + w]
+            for per_sample in group.offsets.tolist()
+            for i, (t0, y0, x0) in enumerate(per_sample)
+        ]
+        time_offset = group.offsets[..., 0].reshape(-1)
+        alone = model.embed_video_map(torch.stack(cut), time_offset, tokens=4)
+        expected = alone.view(group.count, 3, -1)
+        torch.testing.assert_close(views[group.name], expected, atol=1e-5, rtol=1e-5)

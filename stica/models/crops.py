@@ -5,11 +5,14 @@ crops (full space), each its own view. Geometry comes from the map's shape and
 :class:`~stica.config.FeatureCropConfig`; offsets are drawn uniformly with an explicit
 ``torch.Generator``, independently per crop and per sample.
 
-Efficiency is the point of the method: :func:`embed_crops` gathers all crops of one shape with
-one row lookup (:func:`~stica.determinism.take_rows`, whose backward is deterministic) into one
-(K*B, D, t, h, w) batch and pools + projects them in ONE call per shape.
-:func:`embed_crops_loop` is the naive reference (one crop of one sample at a time), used by the
-tests and the benchmark.
+Efficiency is the point of the method. Every pooling starts with the spatial average, so a crop is
+never cut out: :func:`crop_tokens` averages every placement of every crop window with one small
+matmul and picks every crop's time steps with one row lookup (:func:`~stica.determinism.take_rows`,
+whose backward is deterministic), and :func:`embed_crops` pools the crops of all shapes, with the
+whole maps, in one transformer call and projects each shape with its own head call (BatchNorm
+statistics per shape). On a GPU the crop path is a few dozen kernels whatever the number of crops
+(the step is launch-bound at small batches). :func:`embed_crops_loop` is the naive reference (one
+crop of one sample at a time), used by the tests and the benchmark.
 
 Views come back by group, ``{"space_medium": (K, B, E), "space_small": ..., "time_medium": ...,
 "time_small": ...}`` (groups without crops are absent), so the within-modal loss can pick its
@@ -18,7 +21,9 @@ pairs by group (:mod:`stica.losses.feature_crops`) or drop small x small pairs b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -35,6 +40,7 @@ GROUPS = (
 )
 
 EmbedFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+TokensEmbedFn = Callable[[list[tuple[torch.Tensor, torch.Tensor | None]]], list[torch.Tensor]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,12 +84,12 @@ def sample_crops(
     map_shape: Sequence[int],
     batch: int,
     generator: torch.Generator,
-    device: torch.device | str | None = None,
 ) -> list[CropGroup]:
     """Draw every crop's offsets uniformly over the positions where it fits inside the map.
 
     ``map_shape`` ends with (T1, H1, W1) (e.g. ``model.video_map_shape(...)`` or ``fmap.shape``).
-    Offsets are drawn on the generator's device, then moved to ``device``.
+    Offsets stay on the generator's device (training: the CPU, where :func:`crop_tokens` turns
+    them into row indices without a kernel launch or a device sync).
     """
     t1, h1, w1 = (int(s) for s in map_shape[-3:])
     groups = []
@@ -93,54 +99,110 @@ def sample_crops(
             torch.randint(0, limit + 1, (count, batch), generator=generator, device=gen_device)
             for limit in (t1 - t, h1 - h, w1 - w)
         ]
-        offsets = torch.stack(starts, dim=-1).to(device)  # (K, B, 3)
+        offsets = torch.stack(starts, dim=-1)  # (K, B, 3)
         groups.append(CropGroup(name, scale, (t, h, w), offsets))
     return groups
 
 
-def gather_crops(fmap: torch.Tensor, group: CropGroup) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cut all K crops of every sample out of ``fmap`` in one gather (no Python loop).
+@functools.lru_cache(maxsize=16)
+def _window_boxes(
+    windows: tuple[tuple[int, int], ...], h1: int, w1: int
+) -> tuple[torch.Tensor, dict[tuple[int, int], int]]:
+    """Averaging weights of every placement of every window size on an (H1, W1) grid.
+
+    Shape: -> boxes (P, H1 * W1) float32, one row per placement; and the first row of each
+    (h, w) (its placements follow row-major: row ``first + y0 * (W1 - w + 1) + x0``).
+    """
+    rows, first = [], {}
+    for h, w in windows:
+        first[(h, w)] = len(rows)
+        for y0 in range(h1 - h + 1):
+            for x0 in range(w1 - w + 1):
+                box = torch.zeros(h1, w1)
+                box[y0 : y0 + h, x0 : x0 + w] = 1.0 / (h * w)
+                rows.append(box.flatten())
+    return torch.stack(rows), first
+
+
+def crop_tokens(
+    fmap: torch.Tensor, groups: Sequence[CropGroup], full: bool = False
+) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+    """The spatial mean of every time step of every crop: all a pooling reads of a crop
+    (:class:`~stica.models.pooling.SequencePool`), without cutting the crops out.
+
+    One small matmul averages every placement of every crop's window at every time step of the
+    map (a (P, H1·W1) box matrix, in float32 whatever the autocast), then ONE row lookup
+    (:func:`~stica.determinism.take_rows`, deterministic backward) picks each crop's steps. The
+    row indices are computed where the offsets live (the CPU generator's device in training) and
+    copied once. ``full`` also returns the tokens of the whole map of every sample.
 
     Shape:
-        fmap (B, D, T1, H1, W1) -> crops (K * B, D, t, h, w), time_offset (K * B,) long;
-        row k * B + b is crop k of sample b.
+        fmap (N, D, T1, H1, W1), groups of K crops of B <= N samples (the first B rows of fmap)
+        -> full tokens (N, T1, D) or None, {group name: (K * B, t, D)}; row k * B + b of a group
+        is crop k of sample b.
     """
-    k, b = group.offsets.shape[:2]
-    t, h, w = group.size
-    dev = fmap.device
-    off = group.offsets.to(dev)
-    t0, y0, x0 = (off[..., i].view(k, b, 1, 1, 1) for i in range(3))  # each (K, B, 1, 1, 1)
-    ti = t0 + torch.arange(t, device=dev).view(1, 1, t, 1, 1)  # (K, B, t, 1, 1)
-    yi = y0 + torch.arange(h, device=dev).view(1, 1, 1, h, 1)  # (K, B, 1, h, 1)
-    xi = x0 + torch.arange(w, device=dev).view(1, 1, 1, 1, w)  # (K, B, 1, 1, w)
-    bi = torch.arange(b, device=dev).view(1, b, 1, 1, 1)  # (1, B, 1, 1, 1)
-    _, d, t1, h1, w1 = fmap.shape
-    rows = ((bi * t1 + ti) * h1 + yi) * w1 + xi  # (K, B, t, h, w): row of the flattened map
-    positions = fmap.permute(0, 2, 3, 4, 1).reshape(-1, d)  # (B*T1*H1*W1, D)
-    # not positions[rows]: the backward of advanced indexing is order-nondeterministic on CPU
-    crops = take_rows(positions, rows)  # (K, B, t, h, w, D)
-    crops = crops.reshape(k * b, t, h, w, d).permute(0, 4, 1, 2, 3)  # (K*B, D, t, h, w)
-    return crops, off[..., 0].reshape(k * b)
+    n, d, t1, h1, w1 = fmap.shape
+    windows = [(g.size[1], g.size[2]) for g in groups] + ([(h1, w1)] if full else [])
+    boxes, first = _window_boxes(tuple(dict.fromkeys(windows)), h1, w1)
+    placements = boxes.shape[0]
+    index_parts, lengths = [], []
+    if full:
+        steps = torch.arange(n * t1).view(n, t1)  # (N, T1): sample-major (b * T1 + s)
+        index_parts.append(steps * placements + first[(h1, w1)])
+        lengths.append((n, t1))
+    for group in groups:
+        k, b = group.offsets.shape[:2]
+        t, h, w = group.size
+        off = group.offsets.cpu()
+        t0, y0, x0 = (off[..., i].view(k, b, 1) for i in range(3))  # each (K, B, 1)
+        steps = torch.arange(b).view(1, b, 1) * t1 + t0 + torch.arange(t)  # (K, B, t)
+        place = first[(h, w)] + y0 * (w1 - w + 1) + x0  # (K, B, 1)
+        index_parts.append(steps * placements + place)
+        lengths.append((k * b, t))
+    index = torch.cat([part.flatten() for part in index_parts]).to(fmap.device)
+    dev_type = fmap.device.type
+    full_precision = (
+        torch.autocast(dev_type, enabled=False)
+        if torch.amp.is_autocast_available(dev_type)
+        else contextlib.nullcontext()
+    )
+    with full_precision:
+        x = fmap.permute(0, 2, 3, 4, 1).reshape(n * t1, h1 * w1, d).float()  # (N*T1, H1*W1, D)
+        table = torch.matmul(boxes.to(fmap.device), x)  # (N*T1, P, D): every window's mean
+        rows = take_rows(table.reshape(-1, d), index)  # (R, D)
+    parts = [
+        part.view(count, t, d)
+        for part, (count, t) in zip(rows.split([c * t for c, t in lengths]), lengths, strict=True)
+    ]
+    full_tokens = parts.pop(0) if full else None
+    return full_tokens, {g.name: part for g, part in zip(groups, parts, strict=True)}
 
 
 def embed_crops(
-    embed_fn: EmbedFn, fmap: torch.Tensor, groups: Sequence[CropGroup]
-) -> dict[str, torch.Tensor]:
-    """Embed every crop group with ONE ``embed_fn`` call per group (batched path).
+    embed_fn: TokensEmbedFn, fmap: torch.Tensor, groups: Sequence[CropGroup], full: bool = False
+) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+    """Embed every crop group (and with ``full``, every whole map) in one ``embed_fn`` call.
 
-    ``embed_fn(crops, time_offset)`` maps (N, D, t, h, w) and (N,) to (N, E), e.g.
-    ``model.embed_video_map``. Groups without crops are absent from the result.
+    ``embed_fn(token_sets)`` maps [(tokens (N_i, t_i, D), time_offset (N_i,) or None)] to
+    [(N_i, E)], e.g. ``model.embed_video_tokens`` with the full map's ``tokens``: one pooling
+    call for every set whose token count matches, one head call per set. Groups without crops
+    are absent from the result.
 
     Shape:
-        fmap (B, D, T1, H1, W1) -> {group name: (K, B, E)}
+        fmap (N, D, T1, H1, W1) -> whole maps (N, E) or None, {group name: (K, B, E)}
     """
-    b = fmap.shape[0]
-    views = {}
+    full_tokens, tokens = crop_tokens(fmap, groups, full)
+    sets = [(full_tokens, None)] if full else []
     for group in groups:
-        crops, time_offset = gather_crops(fmap, group)  # (K*B, D, t, h, w), (K*B,)
-        z = embed_fn(crops, time_offset)  # (K*B, E)
-        views[group.name] = z.view(group.count, b, -1)
-    return views
+        time_offset = group.offsets[..., 0].reshape(-1).to(fmap.device)  # (K*B,)
+        sets.append((tokens[group.name], time_offset))
+    embedded = embed_fn(sets)
+    z_full = embedded.pop(0) if full else None
+    views = {
+        g.name: z.view(g.count, g.offsets.shape[1], -1)
+        for g, z in zip(groups, embedded, strict=True)
+    }
+    return z_full, views
 
 
 def embed_crops_loop(

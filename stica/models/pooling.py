@@ -16,9 +16,19 @@
 
 Every pooling is called as ``pool(fmap, time_offset=None, tokens=None)``; arguments a style does
 not use are ignored, so callers need not know the style.
+
+Every pooling starts with the spatial average, so all it reads of a map is its sequence of
+spatially averaged time steps, the "tokens" (N, t, D). ``pool.pool_tokens([(tokens, time_offset),
+...], tokens=T)`` pools several sets of tokens at once: sets with the same number of steps after
+resampling share ONE transformer call (the feature crops of a training step and its full views, see
+:func:`stica.models.crops.embed_crops`). The transformers have no batch statistics, so a set pools
+to the same values alone or with others.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,11 +44,60 @@ OFFICIAL_LN_EPS = 1e-12
 OFFICIAL_INIT_STD = 0.02
 
 
-class AvgPool(nn.Module):
-    """Average over space, then time.
+TokenSet = tuple[torch.Tensor, torch.Tensor | None]  # tokens (N, t, D), time_offset (N,) or None
+
+
+def spatial_tokens(fmap: torch.Tensor) -> torch.Tensor:
+    """The spatial average of each time step, token-major.
 
     Shape:
-        (N, D, t, h, w) -> (N, D)
+        (N, D, t, h, w) -> (N, t, D), contiguous
+    """
+    # contiguous tokens: the encoders' linear layers are much slower on the transposed view
+    return fmap.mean(dim=(3, 4)).transpose(1, 2).contiguous()
+
+
+def _encode_by_length(
+    token_sets: list[torch.Tensor], encode: Callable[[torch.Tensor], torch.Tensor]
+) -> list[torch.Tensor]:
+    """``encode`` each (N_i, t_i, D) set; sets of equal t_i go through one call, concatenated."""
+    by_length: dict[int, list[int]] = {}
+    for i, x in enumerate(token_sets):
+        by_length.setdefault(x.shape[1], []).append(i)
+    out: list[torch.Tensor | None] = [None] * len(token_sets)
+    for members in by_length.values():
+        sizes = [token_sets[i].shape[0] for i in members]
+        if len(members) == 1:
+            pooled = [encode(token_sets[members[0]])]
+        else:
+            pooled = encode(torch.cat([token_sets[i] for i in members])).split(sizes)
+        for i, z in zip(members, pooled, strict=True):
+            out[i] = z
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _resampling(steps: int, tokens: int) -> torch.Tensor:
+    """Adaptive average pooling from ``steps`` to ``tokens`` steps as a matrix: token i averages
+    steps [floor(i * steps / tokens), ceil((i + 1) * steps / tokens)), torch's bins. A matmul,
+    not ``adaptive_avg_pool1d``, whose CUDA backward adds with atomics (nondeterministic).
+
+    Shape: -> (tokens, steps) float32
+    """
+    weights = torch.zeros(tokens, steps)
+    for i in range(tokens):
+        lo, hi = (i * steps) // tokens, -((-(i + 1) * steps) // tokens)
+        weights[i, lo:hi] = 1.0 / (hi - lo)
+    return weights
+
+
+class SequencePool(nn.Module):
+    """A pooling that reads only the spatially averaged time steps of a map (every kind here).
+
+    Subclasses implement :meth:`pool_tokens`; calling the module pools one map.
+
+    Shape:
+        fmap (N, D, t, h, w), time_offset (N,) long or None, tokens int or None -> (N, D)
     """
 
     def forward(
@@ -47,7 +106,30 @@ class AvgPool(nn.Module):
         time_offset: torch.Tensor | None = None,
         tokens: int | None = None,
     ) -> torch.Tensor:
-        return fmap.mean(dim=(3, 4)).mean(dim=2)
+        return self.pool_tokens([(spatial_tokens(fmap), time_offset)], tokens)[0]
+
+    def pool_tokens(
+        self, token_sets: list[TokenSet], tokens: int | None = None
+    ) -> list[torch.Tensor]:
+        """Pool each set; ``tokens`` and the time offsets as in the module docs.
+
+        Shape:
+            [(tokens (N_i, t_i, D), time_offset (N_i,) or None)] -> [(N_i, D)]
+        """
+        raise NotImplementedError
+
+
+class AvgPool(SequencePool):
+    """Average over space, then time.
+
+    Shape:
+        (N, D, t, h, w) -> (N, D)
+    """
+
+    def pool_tokens(
+        self, token_sets: list[TokenSet], tokens: int | None = None
+    ) -> list[torch.Tensor]:
+        return [x.mean(dim=1) for x, _ in token_sets]
 
 
 class QKAttention(nn.Module):
@@ -101,7 +183,7 @@ class OfficialLayer(nn.Module):
         return self.norm2(x + self.dropout(self.ffn(x)))
 
 
-class OfficialTransformerPool(nn.Module):
+class OfficialTransformerPool(SequencePool):
     """The released code's temporal transformer: resample to ``tokens`` steps, encode, token 0.
 
     Shape:
@@ -116,22 +198,25 @@ class OfficialTransformerPool(nn.Module):
                 nn.init.normal_(m.weight, mean=0.0, std=OFFICIAL_INIT_STD)
                 nn.init.zeros_(m.bias)
 
-    def forward(
-        self,
-        fmap: torch.Tensor,
-        time_offset: torch.Tensor | None = None,
-        tokens: int | None = None,
-    ) -> torch.Tensor:
-        x = fmap.mean(dim=(3, 4))  # (N, D, t)
-        if tokens is not None and tokens != x.shape[2]:
-            x = F.adaptive_avg_pool1d(x, tokens)  # (N, D, tokens)
-        x = x.transpose(1, 2).contiguous()  # (N, tokens, D)
+    def pool_tokens(
+        self, token_sets: list[TokenSet], tokens: int | None = None
+    ) -> list[torch.Tensor]:
+        resampled = []
+        for x, _ in token_sets:  # (N, t, D)
+            if tokens is not None and tokens != x.shape[1]:
+                weights = _resampling(x.shape[1], tokens).to(x.device, x.dtype)  # (tokens, t)
+                x = torch.matmul(weights, x)
+            resampled.append(x.contiguous())  # (N, tokens, D)
+        return _encode_by_length(resampled, self._encode)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, t, D) -> (N, D): the encoder's output at token 0."""
         for layer in self.layers:
             x = layer(x)
         return x[:, 0]
 
 
-class TransformerPool(nn.Module):
+class TransformerPool(SequencePool):
     """Spatial average, then a temporal transformer with absolute position embeddings ("ours").
 
     The feed-forward width equals ``dim``; pre-norm layers with a final LayerNorm; the output is
@@ -159,28 +244,26 @@ class TransformerPool(nn.Module):
             layer, num_layers=layers, norm=nn.LayerNorm(dim), enable_nested_tensor=False
         )
 
-    def forward(
-        self,
-        fmap: torch.Tensor,
-        time_offset: torch.Tensor | None = None,
-        tokens: int | None = None,
-    ) -> torch.Tensor:
-        n, _, t = fmap.shape[:3]
-        if t > self.max_time:
-            raise SticaError(
-                f"param 'pretrain.model.max_time' = {self.max_time} is shorter than the "
-                f"{t} time steps of the video feature map (use more, or fewer frames)"
-            )
-        # Contiguous tokens: the encoder's linear layers are much slower on the transposed view.
-        tokens_ = fmap.mean(dim=(3, 4)).transpose(1, 2).contiguous()  # (N, t, D)
-        steps = torch.arange(t, device=fmap.device)  # (t,)
-        if time_offset is None:
-            pos = self.position[steps].unsqueeze(0)  # (1, t, D)
-        else:
-            # take_rows, not indexing: N crops share rows, whose gradient must sum in a fixed order
-            pos = take_rows(self.position, time_offset.to(fmap.device).view(n, 1) + steps)
-        out = self.encoder(tokens_ + pos.to(tokens_.dtype))  # (N, t, D)
-        return out.mean(dim=1)
+    def pool_tokens(
+        self, token_sets: list[TokenSet], tokens: int | None = None
+    ) -> list[torch.Tensor]:
+        placed = []
+        for x, time_offset in token_sets:  # (N, t, D)
+            n, t = x.shape[:2]
+            if t > self.max_time:
+                raise SticaError(
+                    f"param 'pretrain.model.max_time' = {self.max_time} is shorter than the "
+                    f"{t} time steps of the video feature map (use more, or fewer frames)"
+                )
+            steps = torch.arange(t, device=x.device)  # (t,)
+            if time_offset is None:
+                pos = self.position[steps].unsqueeze(0)  # (1, t, D)
+            else:
+                # take_rows, not indexing: N crops share rows, whose gradient must sum in a
+                # fixed order
+                pos = take_rows(self.position, time_offset.to(x.device).view(n, 1) + steps)
+            placed.append(x + pos.to(x.dtype))
+        return _encode_by_length(placed, lambda x: self.encoder(x).mean(dim=1))
 
 
 def build_pooling(
@@ -191,9 +274,9 @@ def build_pooling(
     max_time: int,
     dropout: float = 0.0,
     style: str = "official",
-) -> nn.Module:
+) -> SequencePool:
     """Pooling ``kind`` ("avg" | "transformer", of ``style`` "official" | "ours"), called as
-    ``pool(fmap, time_offset=None, tokens=None)``."""
+    ``pool(fmap, time_offset=None, tokens=None)`` or ``pool.pool_tokens(token_sets, tokens)``."""
     if kind == "avg":
         return AvgPool()
     if kind != "transformer":

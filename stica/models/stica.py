@@ -17,7 +17,7 @@ from stica.config import FeatureCropConfig, ModelConfig, from_dict
 from stica.models.audio import build_audio_trunk
 from stica.models.crops import embed_crops, sample_crops
 from stica.models.heads import MLPHead
-from stica.models.pooling import build_pooling
+from stica.models.pooling import TokenSet, build_pooling
 from stica.models.video import build_video_trunk
 from stica.models.video import video_map_shape as _video_map_shape
 
@@ -97,6 +97,20 @@ class SticaModel(nn.Module):
         """
         return self.video_head(self.video_pool(fmap, time_offset, tokens))
 
+    def embed_video_tokens(
+        self, token_sets: list[TokenSet], tokens: int | None = None
+    ) -> list[torch.Tensor]:
+        """Pool several sets of spatially averaged maps (:func:`~stica.models.pooling.spatial_tokens`)
+        at once, one transformer call where their token counts match, and project each set with its
+        own head call, so each set has its own BatchNorm statistics (``tokens`` as
+        :meth:`pool_video_map`).
+
+        Shape:
+            [(tokens (N_i, t_i, D), time_offset (N_i,) or None)] -> [(N_i, E)]
+        """
+        pooled = self.video_pool.pool_tokens(token_sets, tokens)
+        return [self.video_head(z) for z in pooled]
+
     def video_features(self, video: torch.Tensor) -> torch.Tensor:
         """Shape: (B, 3, T, H, W) -> (B, D)"""
         return self.pool_video_map(self.video_map(video))
@@ -166,26 +180,26 @@ class SticaModel(nn.Module):
         return out
 
     def _embed_same_shape(self, videos, idx, crops, generator, n_crop, out) -> None:
-        """Trunk + embeddings for the videos ``idx`` (all of one shape) in one call each."""
+        """Trunk + embeddings for the videos ``idx`` (all of one shape): one trunk call, and one
+        pooling call for their whole maps and every feature crop."""
         b = videos[idx[0]].shape[0]
         fmap = self.video_map(torch.cat([videos[i] for i in idx]))  # (V*B, D, T1, H1, W1)
-        z = self.embed_video_map(fmap)  # (V*B, E)
-        for j, i in enumerate(idx):
-            out["video"][i] = z[j * b : (j + 1) * b]
+        # the videos to crop come first in idx (videos before crop_views), so their samples are
+        # the first rows of the map
         cropped = [j for j, i in enumerate(idx) if i < n_crop]
-        if not cropped:
-            return
-        if len(cropped) < len(idx):
-            fmap = fmap.unflatten(0, (len(idx), b))[cropped].flatten(0, 1)  # (Vc*B, D, ...)
-        groups = sample_crops(crops, fmap.shape, len(cropped) * b, generator, fmap.device)
+        groups = []
+        if cropped:
+            groups = sample_crops(crops, fmap.shape, len(cropped) * b, generator)
         t1 = fmap.shape[2]
 
-        def embed(x: torch.Tensor, time_offset: torch.Tensor) -> torch.Tensor:
-            return self.embed_video_map(x, time_offset, tokens=t1)
+        def embed(token_sets):
+            return self.embed_video_tokens(token_sets, tokens=t1)
 
-        views = embed_crops(embed, fmap, groups)  # group -> (K, Vc*B, E)
+        z, views = embed_crops(embed, fmap, groups, full=True)  # (V*B, E), group -> (K, Vc*B, E)
+        for j, i in enumerate(idx):
+            out["video"][i] = z[j * b : (j + 1) * b]
         for c, j in enumerate(cropped):
-            out["crops"][idx[j]] = {g: z[:, c * b : (c + 1) * b] for g, z in views.items()}
+            out["crops"][idx[j]] = {g: v[:, c * b : (c + 1) * b] for g, v in views.items()}
 
 
 def build_model(config: ModelConfig | dict[str, Any]) -> SticaModel:

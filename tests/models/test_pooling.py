@@ -1,14 +1,20 @@
 """Average pooling ignores time order; transformer pooling does not and keeps absolute time."""
 
+import itertools
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from stica.errors import SticaError
 from stica.models.pooling import (
     AvgPool,
     OfficialTransformerPool,
     TransformerPool,
+    _resampling,
+    build_pooling,
     parameter_count,
+    spatial_tokens,
 )
 
 D, T = 32, 4
@@ -177,3 +183,47 @@ def test_official_init_is_normal_002():
     assert abs(weights.std().item() - 0.02) < 0.001 and abs(weights.mean().item()) < 0.001
     biases = [m.bias for m in pool.modules() if isinstance(m, torch.nn.Linear)]
     assert all(b.abs().max() == 0 for b in biases)
+
+
+@pytest.mark.parametrize(
+    "kind, style", [("avg", "official"), ("transformer", "official"), ("transformer", "ours")]
+)
+def test_sets_pooled_together_equal_each_pooled_alone(kind, style):
+    # crops of every shape and the whole maps share one pooling call in training; the poolings
+    # have no batch statistics, so that changes no value and no gradient
+    torch.manual_seed(0)
+    pool = build_pooling(kind, 16, 2, 4, max_time=8, style=style)
+    g = torch.Generator().manual_seed(1)
+    sets = [
+        (torch.randn(3, 4, 16, generator=g), None),  # whole maps, 4 steps
+        (torch.randn(6, 4, 16, generator=g), torch.zeros(6, dtype=torch.long)),  # spatial crops
+        (torch.randn(4, 3, 16, generator=g), torch.tensor([0, 1, 1, 0])),  # 3-step crops
+        (torch.randn(2, 2, 16, generator=g), torch.tensor([2, 0])),  # 2-step crops
+    ]
+    sets = [(x.requires_grad_(), off) for x, off in sets]
+    together = pool.pool_tokens(sets, tokens=4)
+    alone = [pool.pool_tokens([s], tokens=4)[0] for s in sets]
+    for a, b in zip(together, alone, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    grads_together = torch.autograd.grad(
+        sum(z.pow(2).sum() for z in together), [x for x, _ in sets]
+    )
+    grads_alone = torch.autograd.grad(sum(z.pow(2).sum() for z in alone), [x for x, _ in sets])
+    for a, b in zip(grads_together, grads_alone, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_pooling_a_map_pools_its_spatial_tokens(fmap):
+    for kind in ("avg", "transformer"):
+        pool = build_pooling(kind, fmap.shape[1], 2, 4, max_time=8)
+        (z,) = pool.pool_tokens([(spatial_tokens(fmap), None)])
+        torch.testing.assert_close(pool(fmap), z)
+
+
+def test_temporal_resampling_matrix_is_adaptive_average_pooling():
+    # a matrix (deterministic backward on CUDA) with torch's adaptive pooling bins
+    g = torch.Generator().manual_seed(0)
+    for steps, tokens in itertools.product(range(1, 9), range(1, 9)):
+        x = torch.randn(2, steps, 5, generator=g)  # (N, t, D)
+        expected = F.adaptive_avg_pool1d(x.transpose(1, 2), tokens).transpose(1, 2)
+        torch.testing.assert_close(_resampling(steps, tokens) @ x, expected)

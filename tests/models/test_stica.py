@@ -18,7 +18,7 @@ def _shapes(model):
 
 def _embed_with_tokens(model, fmap):
     """The model's crop embedding: temporal crops resampled to the full map's T1 tokens."""
-    return lambda x, off: model.embed_video_map(x, off, tokens=fmap.shape[2])
+    return lambda sets: model.embed_video_tokens(sets, tokens=fmap.shape[2])
 
 
 def test_rebuilt_from_config_dict_has_identical_state_dict():
@@ -90,7 +90,7 @@ def test_concatenated_trunk_call_matches_separate_calls_in_eval_mode():
         # Crops of L1 and L2 were drawn for the concatenated (L1, L2) map of 2 x 3 samples.
         fmap = model.video_map(torch.cat([l1, l2]))
         groups = sample_crops(crops, fmap.shape, 6, torch.Generator().manual_seed(5))
-        views = embed_crops(_embed_with_tokens(model, fmap), fmap, groups)
+        _, views = embed_crops(_embed_with_tokens(model, fmap), fmap, groups)
     assert out["crops"][0].keys() == views.keys()
     for group in views:
         torch.testing.assert_close(
@@ -130,7 +130,7 @@ def test_crop_views_crops_only_the_first_videos_of_a_shared_trunk_call():
         out = model([l1, l2], crops=crops, generator=torch.Generator().manual_seed(2), crop_views=1)
         fmap = model.video_map(l1)
         groups = sample_crops(crops, fmap.shape, 2, torch.Generator().manual_seed(2))
-        views = embed_crops(_embed_with_tokens(model, fmap), fmap, groups)
+        _, views = embed_crops(_embed_with_tokens(model, fmap), fmap, groups)
     assert len(out["crops"]) == 1 and out["crops"][0].keys() == views.keys()
     for group in views:
         torch.testing.assert_close(out["crops"][0][group], views[group], atol=1e-5, rtol=1e-5)
