@@ -428,6 +428,13 @@ def bench_crop_path(
         out[f"{name}_s"] = statistics.median(times)
     out["speedup"] = out["loop_s"] / out["batched_s"]
     out["crops"] = dataclasses.asdict(crops)
+    # kernels the batched path launches on a GPU (counted on the meta device, any machine)
+    model = model.to("meta")
+    fmap = torch.empty(batch_size, *shape, device="meta", requires_grad=True)
+    groups = sample_crops(crops, fmap.shape, batch_size, torch.Generator().manual_seed(0))
+    with perf.DeviceOpCounter("meta") as counter:
+        sum(v.sum() for v in batched(groups).values()).backward()
+    out["batched_device_ops"] = counter.count
     return out
 
 
@@ -454,7 +461,8 @@ def format_train_table(result: dict[str, Any]) -> str:
     c = result["crop_path"]
     lines.append(
         f"feature-crop path (paper best, fwd+bwd): batched {c['batched_s'] * 1000:.1f} ms, "
-        f"per-crop loop {c['loop_s'] * 1000:.1f} ms, speedup {c['speedup']:.1f}x"
+        f"per-crop loop {c['loop_s'] * 1000:.1f} ms, speedup {c['speedup']:.1f}x; "
+        f"{c['batched_device_ops']} kernels on a GPU"
     )
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 Switch = Literal["auto", "on", "off"]
 
@@ -196,3 +197,49 @@ class Throughput:
             "data_wait_fraction": self.data_wait_fraction,
             "peak_gpu_memory_mb": self.peak_memory_mb(),
         }
+
+
+# aten ops that only make a new view of their input: no kernel launch on a GPU
+_VIEW_OPS = frozenset(
+    [
+        "view",
+        "t",
+        "detach",
+        "transpose",
+        "expand",
+        "_unsafe_view",
+        "slice",
+        "unsqueeze",
+        "squeeze",
+        "permute",
+        "split",
+        "split_with_sizes",
+        "select",
+        "alias",
+        "as_strided",
+        "unbind",
+        "reshape",
+    ]
+)
+
+
+class DeviceOpCounter(TorchDispatchMode):
+    """Counts the aten ops that touch a tensor on ``device`` and are not views: the kernels a GPU
+    would launch. Run the code on the "meta" device (shapes only, no arithmetic) to count a GPU
+    path on a machine without one; ops on CPU tensors (index arithmetic) are not counted.
+    """
+
+    def __init__(self, device: str = "meta") -> None:
+        super().__init__()
+        self.device = torch.device(device).type
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        leaves = torch.utils._pytree.tree_leaves((args, kwargs, out))
+        on_device = any(
+            isinstance(x, torch.Tensor) and x.device.type == self.device for x in leaves
+        )
+        if on_device and func.__name__.split(".")[0] not in _VIEW_OPS:
+            self.count += 1
+        return out

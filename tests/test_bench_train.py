@@ -46,6 +46,7 @@ def test_bench_train_cli(tiny_params_file, tmp_path):
     feature = [row for row in rows if row["mode"] == "feature_crops"]
     assert all(row["vv_terms"] > 2 for row in feature)  # eq. 6 over the crops, not just L1, L2
     assert result["crop_path"]["batched_s"] > 0 and result["crop_path"]["loop_s"] > 0
+    assert result["crop_path"]["batched_device_ops"] > 0
     assert "feature-crop path" in r.stdout
 
 

@@ -16,6 +16,7 @@ from stica.models.crops import (
     sample_crops,
 )
 from stica.models.stica import SticaModel
+from stica.perf import DeviceOpCounter
 
 PAPER_CROPS = FeatureCropConfig(2, 6, 4, 4, 2, 3, 1, 2)  # space 2x6^2 + 4x4^2, time 2x3 + 1x2
 CROPS_4x4x4 = FeatureCropConfig(2, 3, 4, 2, 2, 3, 1, 2)  # the same plan scaled to a 4x4x4 map
@@ -183,3 +184,18 @@ def test_training_mode_heads_normalise_each_crop_shape_and_the_whole_maps_apart(
         alone = model.embed_video_map(torch.stack(cut), time_offset, tokens=4)
         expected = alone.view(group.count, 3, -1)
         torch.testing.assert_close(views[group.name], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_batched_crop_path_launches_as_many_kernels_for_many_crops_as_for_one():
+    # launch-bound on a GPU at small batches: the kernel count must not grow with the crops
+    def device_ops(per_group: int) -> int:
+        model = _model("transformer", "official").to("meta")
+        fmap = torch.empty(4, 64, 4, 4, 4, device="meta", requires_grad=True)
+        crops = FeatureCropConfig(per_group, 3, per_group, 2, per_group, 3, per_group, 2)
+        groups = sample_crops(crops, fmap.shape, 4, torch.Generator().manual_seed(0))
+        with DeviceOpCounter("meta") as counter:
+            _, views = embed_crops(model.embed_video_tokens, fmap, groups, full=True)
+            sum(v.sum() for v in views.values()).backward()
+        return counter.count
+
+    assert device_ops(1) == device_ops(6) > 0

@@ -213,3 +213,12 @@ def test_throughput_meter_counts_samples_and_waits():
         break
     batches.close()
     assert meter.steps == 4 and meter.samples == 20
+
+
+def test_device_op_counter_counts_kernels_not_views_or_cpu_ops():
+    x = torch.ones(4, 3, device="meta")
+    index = torch.arange(3)
+    with perf.DeviceOpCounter("meta") as counter:
+        (x.view(12).t() * 2).sum()  # view and t are views: mul and sum launch kernels
+        index * 2  # CPU arithmetic: no kernel on the device
+    assert counter.count == 2
