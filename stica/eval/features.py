@@ -4,8 +4,11 @@ audio trunk where the video has audio. Clip length, crop, normalisation and audi
 checkpoint's own (:func:`~stica.train.checkpoint.load_pretrained`), and the store must match its
 fps, frame size and sample rate.
 
-Resumable: the features of finished chunks of videos are kept in a partial file beside the output
-(with a fingerprint of the inputs), so a killed run continues from its last finished chunk.
+Resumable: each finished chunk of videos is written once, atomically, as its own small file in a
+partial folder beside the output (:func:`partial_path`, with a fingerprint of the inputs written
+when the run starts), so a killed run continues after its last finished chunk; the cost of saving
+stays one chunk's features however many chunks came before. The folder goes once the output is
+written.
 
 Speed: one DataLoader for the whole run (its workers persist across chunks, batches never straddle
 two chunks, the overlapping clips of a video decoded once), pinned batches and asynchronous copies
@@ -18,7 +21,9 @@ of the wall time the loop waited for the loader.
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +51,7 @@ log = get_logger("features")
 
 
 def partial_path(out: Path) -> Path:
+    """The folder of a run's finished chunks, beside ``out`` (hidden; git ignores ``.*.partial``)."""
     return out.with_name(f".{out.name}.partial")
 
 
@@ -106,10 +112,13 @@ def _extract_features(
         "manifest_hash": store.manifest_hash(),
         "config": to_dict(config),
     }
-    done = _load_partial(partial_path(out), fingerprint)
-    video_feats: list[np.ndarray] = done.get("video", [])
-    audio_feats: list[np.ndarray] = done.get("audio", [])
-    clip_feats: list[np.ndarray] = done.get("clips", [])
+    partial = partial_path(out)
+    done = _resume_partial(
+        partial, fingerprint, len(records), config.chunk_videos, config.store_clips
+    )
+    video_feats: list[np.ndarray] = [d["video"] for d in done]
+    audio_feats: list[np.ndarray] = [d["audio"] for d in done]
+    clip_feats: list[np.ndarray] = [d["clips"] for d in done if "clips" in d]
     start = sum(len(v) for v in video_feats)
     if start:
         log.info(f"resuming feature extraction at video {start}/{len(records)}")
@@ -139,8 +148,9 @@ def _extract_features(
             )
         video_feats.append(v)
         audio_feats.append(a)
-        clip_feats.append(c)
-        _save_partial(partial_path(out), fingerprint, video_feats, audio_feats, clip_feats)
+        if config.store_clips:
+            clip_feats.append(c)
+        _save_chunk(partial, start + first, v, a, c if config.store_clips else None)
         bar.update(len(chunk))
         if warm is None:
             warm = (time.perf_counter(), first + len(chunk), meter.wait_s)
@@ -187,7 +197,7 @@ def _extract_features(
         has_audio=has_audio,
         clip_features=np.concatenate(clip_feats) if config.store_clips else None,
     )
-    partial_path(out).unlink(missing_ok=True)
+    _remove_partial(partial)
     return {
         "videos": len(records),
         "with_audio": int(has_audio.sum()),
@@ -275,29 +285,99 @@ def _state_digest(model: torch.nn.Module) -> float:
     return float(sum(p.detach().abs().sum().item() for p in model.state_dict().values()))
 
 
-def _load_partial(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        data = torch.load(path, weights_only=True)
-    except Exception:  # a partial file from a crash mid-write is only a lost chunk
-        log.warning(f"{path}: unreadable partial features, starting over")
-        return {}
-    if data.get("fingerprint") != fingerprint:
-        log.info(f"{path}: inputs changed since the partial run, starting over")
-        return {}
-    return {k: [t.numpy() for t in data[k]] for k in ("video", "audio", "clips")}
+FINGERPRINT = "fingerprint.json"
 
 
-def _save_partial(path: Path, fingerprint, video_feats, audio_feats, clip_feats) -> None:
+def _chunk_path(folder: Path, first: int) -> Path:
+    """The file of the chunk whose first video is the store's ``first``-th (with frames)."""
+    return folder / f"chunk-{first:09d}.pt"
+
+
+def _resume_partial(
+    folder: Path, fingerprint: dict[str, Any], total: int, chunk_videos: int, with_clips: bool
+) -> list[dict[str, np.ndarray]]:
+    """The finished chunks of a killed run with the same ``fingerprint``, in order from the
+    first video; leaves ``folder`` holding exactly them and the fingerprint (a new folder with
+    the fingerprint alone when nothing can be resumed).
+
+    Shape: -> each chunk's video (n, D), audio (n, Da) and, ``with_clips``, clips (n, C, D)."""
+    if folder.is_file() or folder.is_symlink():  # earlier stica: one file rewritten every chunk
+        log.info(f"{folder}: partial features in an older layout, starting over")
+        folder.unlink()
+    folder.with_name(folder.name + ".tmp").unlink(missing_ok=True)  # that layout's temp file
+    chunks: list[dict[str, np.ndarray]] = []
+    if folder.is_dir():
+        try:
+            saved = json.loads((folder / FINGERPRINT).read_text())
+        except (OSError, ValueError):
+            log.warning(f"{folder}: unreadable fingerprint of the partial run, starting over")
+            saved = None
+        # through JSON, as written: tuples become lists
+        if saved == json.loads(json.dumps(fingerprint)):
+            chunks = _finished_chunks(folder, total, chunk_videos, with_clips)
+        else:
+            if saved is not None:
+                log.info(f"{folder}: inputs changed since the partial run, starting over")
+            shutil.rmtree(folder)
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        _write_atomic(folder / FINGERPRINT, lambda tmp: tmp.write_text(json.dumps(fingerprint)))
+    return chunks
+
+
+def _finished_chunks(
+    folder: Path, total: int, chunk_videos: int, with_clips: bool
+) -> list[dict[str, np.ndarray]]:
+    """The contiguous chunks from video 0 in ``folder``, each checked to start where the one
+    before ended and to hold as many videos as its place in the run; every other file (a chunk
+    from a crash mid-write, a temp file) is deleted, so its chunk is computed again."""
+    chunks: list[dict[str, np.ndarray]] = []
+    first = 0
+    while first < total:
+        path = _chunk_path(folder, first)
+        n = min(chunk_videos, total - first)
+        if not path.exists():
+            break
+        try:
+            data = {
+                k: v.numpy() if torch.is_tensor(v) else v
+                for k, v in torch.load(path, weights_only=True).items()
+            }
+            rows = {len(data[k]) for k in ("video", "audio", "clips") if k in data}
+            fits = data["first"] == first and rows == {n} and ("clips" in data) == with_clips
+        except Exception:  # a chunk file from a crash mid-write is only a lost chunk
+            fits = False
+        if not fits:
+            log.warning(f"{path}: unreadable or mismatched chunk, computing it again")
+            break
+        chunks.append(data)
+        first += n
+    keep = {_chunk_path(folder, d["first"]) for d in chunks} | {folder / FINGERPRINT}
+    for path in folder.iterdir():
+        if path not in keep:
+            path.unlink()
+    return chunks
+
+
+def _save_chunk(
+    folder: Path, first: int, video: np.ndarray, audio: np.ndarray, clips: np.ndarray | None
+) -> None:
+    """Write one finished chunk (its first video's index ``first``) as its own file, once."""
+    data = {"first": first, "video": torch.from_numpy(video), "audio": torch.from_numpy(audio)}
+    if clips is not None:
+        data["clips"] = torch.from_numpy(clips)
+    _write_atomic(_chunk_path(folder, first), lambda tmp: torch.save(data, tmp))
+
+
+def _write_atomic(path: Path, write) -> None:
+    """``write(tmp)`` then rename over ``path``: a kill leaves the old file or the new one."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(
-        {
-            "fingerprint": fingerprint,
-            "video": [torch.from_numpy(v) for v in video_feats],
-            "audio": [torch.from_numpy(a) for a in audio_feats],
-            "clips": [torch.from_numpy(c) for c in clip_feats],
-        },
-        tmp,
-    )
+    write(tmp)
     tmp.replace(path)
+
+
+def _remove_partial(folder: Path) -> None:
+    if folder.is_dir() and not folder.is_symlink():
+        shutil.rmtree(folder)
+    else:
+        folder.unlink(missing_ok=True)

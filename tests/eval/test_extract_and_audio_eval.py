@@ -71,14 +71,23 @@ def test_killed_extraction_resumes(tiny_store, tiny_checkpoint, tiny_params_file
     out = tmp_path / "killed.h5"
     proc = subprocess.Popen(STICA + args + ["--out", str(out)], stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not partial_path(out).exists() and proc.poll() is None and time.time() < deadline:
+    # killed once its first chunk is on disk (one file per finished chunk in the partial folder)
+    while not _chunks(out) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert partial_path(out).exists() and not out.exists()
+    assert _chunks(out) and not out.exists()
     r = _run([*args, "--out", str(out)])
     assert r.returncode == 0 and "resuming feature extraction at video" in r.stderr
-    np.testing.assert_allclose(read_features(out).features, read_features(straight).features)
+    got, want = read_features(out), read_features(straight)
+    np.testing.assert_array_equal(got.features, want.features)
+    np.testing.assert_array_equal(got.audio_features, want.audio_features)
+    np.testing.assert_array_equal(got.clip_features, want.clip_features)
+    assert not partial_path(out).exists()
+
+
+def _chunks(out):
+    return list(partial_path(out).glob("chunk-*.pt"))
 
 
 def test_extract_features_bad_checkpoints(tiny_store, tmp_path):
