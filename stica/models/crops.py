@@ -10,7 +10,7 @@ never cut out: :func:`crop_tokens` averages every placement of every crop window
 matmul and picks every crop's time steps with one row lookup (:func:`~stica.determinism.take_rows`,
 whose backward is deterministic), and :func:`embed_crops` pools the crops of all shapes, with the
 whole maps, in one transformer call and projects each shape with its own head call (BatchNorm
-statistics per shape). On a GPU the crop path is a few dozen kernels whatever the number of crops
+statistics per shape). On a GPU the number of kernels it launches does not grow with the crops
 (the step is launch-bound at small batches). :func:`embed_crops_loop` is the naive reference (one
 crop of one sample at a time), used by the tests and the benchmark.
 
