@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Literal
 
 import torch
@@ -96,11 +96,17 @@ def cudnn_autotune(device: torch.device | str, deterministic: bool) -> Iterator[
         torch.backends.cudnn.benchmark = saved
 
 
-def autocast(device: torch.device | str, enabled: bool | None = None) -> torch.autocast:
-    """bf16 autocast on ``device``; ``enabled=None`` means CUDA only (the default everywhere)."""
+def autocast(
+    device: torch.device | str, enabled: bool | None = None
+) -> AbstractContextManager[Any]:
+    """bf16 autocast on ``device``; ``enabled=None`` means CUDA only (the default everywhere).
+    ``enabled=False`` also switches it off inside an enclosing autocast region. On a device type
+    without autocast (the meta device of the kernel counts) a disabled one is a no-op."""
     device = torch.device(device)
     if enabled is None:
         enabled = device.type == "cuda"
+    if not enabled and not torch.amp.is_autocast_available(device.type):
+        return nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
@@ -233,9 +239,25 @@ class DeviceOpCounter(TorchDispatchMode):
         super().__init__()
         self.device = torch.device(device).type
         self.count = 0
+        # copies from the CPU to the device without non_blocking: on a GPU each one is a stream
+        # sync, the CPU waits for all queued kernels before launching more
+        self.blocking_copies = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        if func.__name__.split(".")[0] in ("_to_copy", "copy_"):
+            source = args[1] if func.__name__.startswith("copy_") else args[0]
+            target = out
+            non_blocking = (kwargs or {}).get("non_blocking", False) or (
+                len(args) > 2 and bool(args[2])
+            )
+            if (
+                isinstance(source, torch.Tensor)
+                and source.device.type == "cpu"
+                and target.device.type == self.device
+                and not non_blocking
+            ):
+                self.blocking_copies += 1
         leaves = torch.utils._pytree.tree_leaves((args, kwargs, out))
         on_device = any(
             isinstance(x, torch.Tensor) and x.device.type == self.device for x in leaves

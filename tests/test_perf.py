@@ -221,4 +221,25 @@ def test_device_op_counter_counts_kernels_not_views_or_cpu_ops():
     with perf.DeviceOpCounter("meta") as counter:
         (x.view(12).t() * 2).sum()  # view and t are views: mul and sum launch kernels
         index * 2  # CPU arithmetic: no kernel on the device
-    assert counter.count == 2
+    assert counter.count == 2 and counter.blocking_copies == 0
+    with perf.DeviceOpCounter("meta") as counter:
+        index.to("meta")  # a stream sync on a GPU
+        index.to("meta", non_blocking=True)
+    assert counter.blocking_copies == 1
+
+
+@pytest.mark.parametrize("pooling", ["avg", "transformer"])
+def test_a_training_step_never_waits_for_the_device(pooling):
+    # on the meta device (shapes only) a value read back (.item(), nonzero) fails and a blocking
+    # copy to the device is counted: on a GPU each is a stream sync that stops the CPU queueing
+    # kernels ahead; the step (augmentation, feature crops, losses, backward) has none
+    config = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, pooling=pooling))
+    meta = torch.device("meta")
+    model = build_model(config.model).to(meta).train()
+    step = StepComputer(config, model, meta)  # setup moves the front end's buffers: not counted
+    frames, audio = _batch(config)
+    with perf.DeviceOpCounter("meta") as counter:
+        losses = step(frames, audio, torch.Generator().manual_seed(1))
+        losses["loss"].backward()
+    assert losses["loss"].device == meta and counter.count > 100
+    assert counter.blocking_copies == 0

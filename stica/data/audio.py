@@ -266,4 +266,5 @@ def volume_jitter(
         raise ValueError(f"volume_jitter needs 0 < low <= high, got ({low}, {high})")
     gain = torch.rand(wave.shape[0], 1, generator=generator, device=generator.device)
     gain = low + (high - low) * gain  # (B, 1)
-    return wave * gain.to(device=wave.device, dtype=wave.dtype)
+    # non_blocking: a blocking copy to a GPU is a stream sync
+    return wave * gain.to(wave.device, wave.dtype, non_blocking=True)

@@ -84,10 +84,11 @@ def crop_resize(
         - output: (B, C, size, size)
     """
     b, c, h, w = x.shape
-    x0, y0, bw, bh = boxes.to(device=x.device, dtype=torch.float32).unbind(dim=1)
+    # non_blocking: a blocking copy to a GPU is a stream sync
+    x0, y0, bw, bh = boxes.to(x.device, torch.float32, non_blocking=True).unbind(dim=1)
     sx = bw / w
     if flip is not None:
-        sx = torch.where(flip.to(x.device), -sx, sx)
+        sx = torch.where(flip.to(x.device, non_blocking=True), -sx, sx)
     # output coordinate u in [-1, 1] samples input (2·x0 + bw)/W − 1 + (bw/W)·u (align_corners=False)
     theta = torch.zeros(b, 2, 3, device=x.device)
     theta[:, 0, 0] = sx
@@ -280,7 +281,7 @@ class VideoAugment:
             order = torch.arange(len(_JITTER_OPS), device=gen.device).expand(b, -1)
 
         def per_clip(v: torch.Tensor) -> torch.Tensor:
-            return v.to(dev).view(b, 1, 1, 1, 1)
+            return v.to(dev, non_blocking=True).view(b, 1, 1, 1, 1)
 
         x = crop_resize(_to_float_planes(clips), boxes, size, flip)  # (B, T·3, S, S)
         x = x.view(b, t, 3, size, size)
@@ -294,14 +295,16 @@ class VideoAugment:
             for k, op in enumerate(_JITTER_OPS):
                 rows = torch.nonzero(jitter & (order[:, position] == k)).flatten()
                 if op in active and len(rows):
-                    factor = factors[op].cpu()[rows].to(dev).view(-1, 1, 1, 1, 1)
-                    rows = rows.to(dev)
+                    factor = factors[op].cpu()[rows].to(dev, non_blocking=True)
+                    factor = factor.view(-1, 1, 1, 1, 1)
+                    rows = rows.to(dev, non_blocking=True)
                     x[rows] = _JITTER[op](x[rows], factor)
         grey = grey.cpu()
         if bool(grey.any()):
             x = torch.where(per_clip(grey), _grey(x).expand_as(x), x)
         if bool(blur.cpu().any()):  # the identity kernel of the others changes nothing
-            x = _blur(x.reshape(b, t * 3, size, size), sigma.to(dev), blur.to(dev), size)
+            sigma, blur = sigma.to(dev, non_blocking=True), blur.to(dev, non_blocking=True)
+            x = _blur(x.reshape(b, t * 3, size, size), sigma, blur, size)
         return _normalise(x.view(b, t, 3, size, size), cfg.mean, cfg.std)
 
     def two_views(

@@ -21,13 +21,13 @@ pairs by group (:mod:`stica.losses.feature_crops`) or drop small x small pairs b
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 
 import torch
 
+from stica import perf
 from stica.config import FeatureCropConfig
 from stica.determinism import take_rows
 
@@ -159,16 +159,12 @@ def crop_tokens(
         place = first[(h, w)] + y0 * (w1 - w + 1) + x0  # (K, B, 1)
         index_parts.append(steps * placements + place)
         lengths.append((k * b, t))
-    index = torch.cat([part.flatten() for part in index_parts]).to(fmap.device)
-    dev_type = fmap.device.type
-    full_precision = (
-        torch.autocast(dev_type, enabled=False)
-        if torch.amp.is_autocast_available(dev_type)
-        else contextlib.nullcontext()
-    )
-    with full_precision:
+    # non_blocking: a blocking copy to a GPU waits for all queued work (a stream sync)
+    index = torch.cat([part.flatten() for part in index_parts]).to(fmap.device, non_blocking=True)
+    with perf.autocast(fmap.device, enabled=False):  # float32 window means
         x = fmap.permute(0, 2, 3, 4, 1).reshape(n * t1, h1 * w1, d).float()  # (N*T1, H1*W1, D)
-        table = torch.matmul(boxes.to(fmap.device), x)  # (N*T1, P, D): every window's mean
+        boxes = boxes.to(fmap.device, non_blocking=True)
+        table = torch.matmul(boxes, x)  # (N*T1, P, D): every window's mean
         rows = take_rows(table.reshape(-1, d), index)  # (R, D)
     parts = [
         part.view(count, t, d)
@@ -194,7 +190,7 @@ def embed_crops(
     full_tokens, tokens = crop_tokens(fmap, groups, full)
     sets = [(full_tokens, None)] if full else []
     for group in groups:
-        time_offset = group.offsets[..., 0].reshape(-1).to(fmap.device)  # (K*B,)
+        time_offset = group.offsets[..., 0].reshape(-1).to(fmap.device, non_blocking=True)
         sets.append((tokens[group.name], time_offset))
     embedded = embed_fn(sets)
     z_full = embedded.pop(0) if full else None

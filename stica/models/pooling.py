@@ -204,7 +204,8 @@ class OfficialTransformerPool(SequencePool):
         resampled = []
         for x, _ in token_sets:  # (N, t, D)
             if tokens is not None and tokens != x.shape[1]:
-                weights = _resampling(x.shape[1], tokens).to(x.device, x.dtype)  # (tokens, t)
+                # non_blocking: no stream sync on a GPU
+                weights = _resampling(x.shape[1], tokens).to(x.device, x.dtype, non_blocking=True)
                 x = torch.matmul(weights, x)
             resampled.append(x.contiguous())  # (N, tokens, D)
         return _encode_by_length(resampled, self._encode)
@@ -261,7 +262,8 @@ class TransformerPool(SequencePool):
             else:
                 # take_rows, not indexing: N crops share rows, whose gradient must sum in a
                 # fixed order
-                pos = take_rows(self.position, time_offset.to(x.device).view(n, 1) + steps)
+                offset = time_offset.to(x.device, non_blocking=True).view(n, 1)
+                pos = take_rows(self.position, offset + steps)
             placed.append(x + pos.to(x.dtype))
         return _encode_by_length(placed, lambda x: self.encoder(x).mean(dim=1))
 

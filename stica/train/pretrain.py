@@ -106,9 +106,7 @@ class StepComputer:
         cfg = self.config
         frames = frames.to(self.device, non_blocking=True)
         audio = audio.to(self.device, non_blocking=True)
-        with torch.autocast(
-            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
-        ):
+        with perf.autocast(self.device):
             # the labels name the step's phases in torch.profiler traces (scripts/profile_step.py)
             with record_function("stica.audio_frontend"):
                 spec = self.logmel(volume_jitter(audio, gen, *cfg.audio.volume_jitter))
