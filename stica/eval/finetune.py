@@ -103,26 +103,29 @@ def evaluate(
     )
     scores = torch.zeros(len(records), classes, device=device)  # (N, C) sum of view softmaxes
     counts = torch.zeros(len(records), device=device)
-    view_top1 = view_topk = views = 0
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    # hits counted on the device and read once at the end: reading them per batch would make
+    # the CPU wait for every batch's forward before queueing the next (a sync per read)
+    view_hits = torch.zeros(2, dtype=torch.long, device=device)  # top-1, top-k
+    views = 0
     for batch in tqdm(loader, desc="finetune eval", unit="batch", leave=False):
         frames = batch["frames"].to(device, non_blocking=True)  # (B, T, H, W, 3) uint8
         # (B, crops, 3, T, S, S)
         sizes = batch["sizes"]
         x = transform.three_crop(frames, sizes) if crops == 3 else transform(frames, sizes)[:, None]
         b = x.shape[0]
-        with torch.autocast(**autocast):
+        with perf.autocast(device):
             logits = model(x.flatten(0, 1)).float()  # (B·crops, C)
         prob = logits.softmax(dim=1)
-        labels = batch["label"].to(device).repeat_interleave(crops)  # (B·crops,)
+        labels = batch["label"].to(device, non_blocking=True).repeat_interleave(crops)  # (B·crops,)
         top = prob.topk(k, dim=1).indices  # (B·crops, k)
-        view_top1 += int((top[:, 0] == labels).sum())
-        view_topk += int((top == labels[:, None]).any(dim=1).sum())
+        view_hits[0] += (top[:, 0] == labels).sum()
+        view_hits[1] += (top == labels[:, None]).any(dim=1).sum()
         views += b * crops
-        video = batch["video"].to(device).repeat_interleave(crops)
+        video = batch["video"].to(device, non_blocking=True).repeat_interleave(crops)
         scores.index_add_(0, video, prob)
         counts.index_add_(0, video, torch.ones_like(video, dtype=counts.dtype))
     scores = (scores / counts[:, None]).cpu()
+    view_top1, view_topk = (int(n) for n in view_hits.cpu())
     labels = torch.tensor([r.label for r in records])
     top = scores.topk(k, dim=1).indices
     pred = top[:, 0]

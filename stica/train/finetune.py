@@ -301,7 +301,6 @@ def train_split(
         desc=f"finetune split{data.split} {init.name}",
         unit="step",
     )
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     # one loader for every epoch: its workers persist, each epoch moves its sampler
     sampler = EpochBatchSampler(len(dataset), batch, epoch, cfg.seed)
     loader = torch.utils.data.DataLoader(
@@ -314,7 +313,11 @@ def train_split(
         model.train()
         sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        loss_sum, correct, seen = 0.0, 0, 0
+        # summed on the device and read once per epoch: a read per step would make the CPU wait
+        # for the step's backward before queueing the next one
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        seen = 0
         batches = iter(loader)
         # dropout's masks follow (seed, epoch), not how many loader iterators this process made
         # (a fresh iterator draws from the global generator, a persistent one does not; a
@@ -325,10 +328,10 @@ def train_split(
             gen = torch.Generator().manual_seed(sample_seed(cfg.seed, step, 0))
             frames = sample["frames"].to(device, non_blocking=True)  # (B, T, H, W, 3) uint8
             labels = sample["label"].to(device, non_blocking=True)  # (B,)
-            with torch.autocast(**autocast):
+            with perf.autocast(device):
                 logits = model(augment(frames, gen, sizes=sample["sizes"])).float()  # (B, C)
                 loss = F.cross_entropy(logits, labels)
-            if not torch.isfinite(loss):
+            if not torch.isfinite(loss):  # the step's one read: it waits for the forward only
                 raise SticaError(
                     f"non-finite finetuning loss at epoch {epoch}, step {b} (lower 'finetune.lr'?)"
                 )
@@ -336,8 +339,8 @@ def train_split(
             loss.backward()
             optimizer.step()
             scheduler.step()
-            loss_sum += float(loss.detach()) * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.argmax(1) == labels).sum()
             seen += len(labels)
             bar.update(1)
             if stop:
@@ -352,8 +355,8 @@ def train_split(
             "split": data.split,
             "init": init.name,
             "lr": lr,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_acc": correct / max(seen, 1),
+            "train_loss": float(loss_sum) / max(seen, 1),
+            "train_acc": int(correct) / max(seen, 1),
             "test_video_top1": None,
             "test_video_top5": None,
         }
