@@ -403,10 +403,10 @@ def bench_crop_path(
     out = {}
     t1 = shape[1]
 
-    def batched(groups):
+    def batched(model, fmap, groups):
         return embed_crops(lambda sets: model.embed_video_tokens(sets, t1), fmap, groups)[1]
 
-    def loop(groups):
+    def loop(model, fmap, groups):
         return embed_crops_loop(
             lambda x, off: model.embed_video_map(x, off, tokens=t1), fmap, groups
         )
@@ -417,10 +417,8 @@ def bench_crop_path(
             groups = sample_crops(crops, fmap.shape, batch_size, torch.Generator().manual_seed(i))
             _sync(dev)
             t0 = time.perf_counter()
-            with torch.autocast(
-                device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"
-            ):
-                views = fn(groups)
+            with perf.autocast(dev):
+                views = fn(model, fmap, groups)
             sum(v.float().sum() for v in views.values()).backward()
             _sync(dev)
             if i:
@@ -429,11 +427,11 @@ def bench_crop_path(
     out["speedup"] = out["loop_s"] / out["batched_s"]
     out["crops"] = dataclasses.asdict(crops)
     # kernels the batched path launches on a GPU (counted on the meta device, any machine)
-    model = model.to("meta")
-    fmap = torch.empty(batch_size, *shape, device="meta", requires_grad=True)
-    groups = sample_crops(crops, fmap.shape, batch_size, torch.Generator().manual_seed(0))
+    meta_fmap = torch.empty(batch_size, *shape, device="meta", requires_grad=True)
+    groups = sample_crops(crops, shape, batch_size, torch.Generator().manual_seed(0))
     with perf.DeviceOpCounter("meta") as counter:
-        sum(v.sum() for v in batched(groups).values()).backward()
+        views = batched(model.to("meta"), meta_fmap, groups)
+        sum(v.sum() for v in views.values()).backward()
     out["batched_device_ops"] = counter.count
     return out
 

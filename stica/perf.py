@@ -244,24 +244,18 @@ class DeviceOpCounter(TorchDispatchMode):
         self.blocking_copies = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if func.__name__.split(".")[0] in ("_to_copy", "copy_"):
-            source = args[1] if func.__name__.startswith("copy_") else args[0]
-            target = out
-            non_blocking = (kwargs or {}).get("non_blocking", False) or (
-                len(args) > 2 and bool(args[2])
-            )
-            if (
-                isinstance(source, torch.Tensor)
-                and source.device.type == "cpu"
-                and target.device.type == self.device
-                and not non_blocking
-            ):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = func.__name__.split(".")[0]
+        if name in ("_to_copy", "copy_"):
+            source = args[1] if name == "copy_" else args[0]  # copy_(self, src, non_blocking)
+            non_blocking = kwargs.get("non_blocking", False) or (len(args) > 2 and bool(args[2]))
+            if source.device.type == "cpu" and out.device.type == self.device and not non_blocking:
                 self.blocking_copies += 1
         leaves = torch.utils._pytree.tree_leaves((args, kwargs, out))
         on_device = any(
             isinstance(x, torch.Tensor) and x.device.type == self.device for x in leaves
         )
-        if on_device and func.__name__.split(".")[0] not in _VIEW_OPS:
+        if on_device and name not in _VIEW_OPS:
             self.count += 1
         return out

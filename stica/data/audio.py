@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stica import perf
 from stica.config import AudioConfig
 
 INT16_SCALE = 32768.0
@@ -216,7 +217,7 @@ class GdtLogFbank(nn.Module):
         dtype = torch.float32 if wave.device.type == "mps" else torch.float64
         # the official code feeds raw int16 values: float audio is scaled back to that range
         x = wave.to(dtype) if wave.dtype == torch.int16 else wave.to(dtype) * INT16_SCALE
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with perf.autocast(x.device, enabled=False):
             x = torch.cat([x[:, :1], x[:, 1:] - GDT_PREEMPHASIS * x[:, :-1]], dim=1)  # (B, S)
             n = self.frames_for(x.shape[1])
             padded = (n - 1) * self.hop_length + self.win_length

@@ -106,9 +106,10 @@ def sample_crops(
 
 @functools.lru_cache(maxsize=16)
 def _window_boxes(
-    windows: tuple[tuple[int, int], ...], h1: int, w1: int
+    windows: tuple[tuple[int, int], ...], h1: int, w1: int, device: torch.device
 ) -> tuple[torch.Tensor, dict[tuple[int, int], int]]:
-    """Averaging weights of every placement of every window size on an (H1, W1) grid.
+    """Averaging weights of every placement of every window size on an (H1, W1) grid, built once
+    per device (not copied there every step).
 
     Shape: -> boxes (P, H1 * W1) float32, one row per placement; and the first row of each
     (h, w) (its placements follow row-major: row ``first + y0 * (W1 - w + 1) + x0``).
@@ -121,7 +122,7 @@ def _window_boxes(
                 box = torch.zeros(h1, w1)
                 box[y0 : y0 + h, x0 : x0 + w] = 1.0 / (h * w)
                 rows.append(box.flatten())
-    return torch.stack(rows), first
+    return torch.stack(rows).to(device, non_blocking=True), first  # no stream sync
 
 
 def crop_tokens(
@@ -143,7 +144,7 @@ def crop_tokens(
     """
     n, d, t1, h1, w1 = fmap.shape
     windows = [(g.size[1], g.size[2]) for g in groups] + ([(h1, w1)] if full else [])
-    boxes, first = _window_boxes(tuple(dict.fromkeys(windows)), h1, w1)
+    boxes, first = _window_boxes(tuple(dict.fromkeys(windows)), h1, w1, fmap.device)
     placements = boxes.shape[0]
     index_parts, lengths = [], []
     if full:
@@ -163,7 +164,6 @@ def crop_tokens(
     index = torch.cat([part.flatten() for part in index_parts]).to(fmap.device, non_blocking=True)
     with perf.autocast(fmap.device, enabled=False):  # float32 window means
         x = fmap.permute(0, 2, 3, 4, 1).reshape(n * t1, h1 * w1, d).float()  # (N*T1, H1*W1, D)
-        boxes = boxes.to(fmap.device, non_blocking=True)
         table = torch.matmul(boxes, x)  # (N*T1, P, D): every window's mean
         rows = take_rows(table.reshape(-1, d), index)  # (R, D)
     parts = [

@@ -77,18 +77,24 @@ def _encode_by_length(
 
 
 @functools.lru_cache(maxsize=32)
-def _resampling(steps: int, tokens: int) -> torch.Tensor:
+def _resampling(
+    steps: int,
+    tokens: int,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """Adaptive average pooling from ``steps`` to ``tokens`` steps as a matrix: token i averages
     steps [floor(i * steps / tokens), ceil((i + 1) * steps / tokens)), torch's bins. A matmul,
-    not ``adaptive_avg_pool1d``, whose CUDA backward adds with atomics (nondeterministic).
+    not ``adaptive_avg_pool1d``, whose CUDA backward adds with atomics (nondeterministic). Built
+    once per device and dtype.
 
-    Shape: -> (tokens, steps) float32
+    Shape: -> (tokens, steps)
     """
     weights = torch.zeros(tokens, steps)
     for i in range(tokens):
         lo, hi = (i * steps) // tokens, -((-(i + 1) * steps) // tokens)
         weights[i, lo:hi] = 1.0 / (hi - lo)
-    return weights
+    return weights.to(device, dtype, non_blocking=True)  # no stream sync
 
 
 class SequencePool(nn.Module):
@@ -204,9 +210,7 @@ class OfficialTransformerPool(SequencePool):
         resampled = []
         for x, _ in token_sets:  # (N, t, D)
             if tokens is not None and tokens != x.shape[1]:
-                # non_blocking: no stream sync on a GPU
-                weights = _resampling(x.shape[1], tokens).to(x.device, x.dtype, non_blocking=True)
-                x = torch.matmul(weights, x)
+                x = torch.matmul(_resampling(x.shape[1], tokens, x.device, x.dtype), x)
             resampled.append(x.contiguous())  # (N, tokens, D)
         return _encode_by_length(resampled, self._encode)
 
