@@ -21,6 +21,7 @@ import torch
 
 from stica import perf
 from stica.config import FeatureCropConfig, PretrainConfig
+from stica.data.augment import VideoAugment
 from stica.data.clips import ClipReader
 from stica.data.decode import TIME_EPS, output_size
 from stica.data.store import TIMING, Store
@@ -381,6 +382,37 @@ def _bench_train(base, batch_size, steps, warmup, dev, strategies, height, width
         "steps": steps,
         "rows": rows,
         "crop_path": bench_crop_path(base, batch_size, dev, steps=max(steps, 3)),
+        "augment": bench_augment(base, frames, dev, steps=max(steps, 3)),
+    }
+
+
+def bench_augment(
+    base: PretrainConfig, frames: torch.Tensor, device: torch.device, steps: int = 3
+) -> dict[str, Any]:
+    """The two large views of ``frames`` as the step makes them (``VideoAugment.two_views``):
+    median time on ``device``, and the kernels a GPU launches for them with the bytes of the
+    tensors those take and return (counted on the meta device; the work is elementwise, so the
+    bytes are what a GPU pays for).
+
+    Shape: frames (B, T, H, W, 3) uint8
+    """
+    augment = VideoAugment(base.augment)
+    clips = frames.to(device, non_blocking=True)
+    times = []
+    for i in range(steps + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        with perf.autocast(device):
+            augment.two_views(clips, torch.Generator().manual_seed(i))
+        _sync(device)
+        if i:
+            times.append(time.perf_counter() - t0)
+    with perf.DeviceOpCounter("meta") as counter:
+        augment.two_views(frames.to("meta"), torch.Generator().manual_seed(0))
+    return {
+        "two_views_s": statistics.median(times),
+        "device_ops": counter.count,
+        "device_tensor_gb": counter.tensor_bytes / 1e9,
     }
 
 
@@ -461,6 +493,11 @@ def format_train_table(result: dict[str, Any]) -> str:
         f"feature-crop path (paper best, fwd+bwd): batched {c['batched_s'] * 1000:.1f} ms, "
         f"per-crop loop {c['loop_s'] * 1000:.1f} ms, speedup {c['speedup']:.1f}x; "
         f"{c['batched_device_ops']} kernels on a GPU"
+    )
+    a = result["augment"]
+    lines.append(
+        f"augmentation (two large views): {a['two_views_s'] * 1000:.1f} ms; on a GPU "
+        f"{a['device_ops']} kernels taking and returning {a['device_tensor_gb']:.2f} GB of tensors"
     )
     return "\n".join(lines)
 

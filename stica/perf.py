@@ -233,6 +233,10 @@ class DeviceOpCounter(TorchDispatchMode):
     """Counts the aten ops that touch a tensor on ``device`` and are not views: the kernels a GPU
     would launch. Run the code on the "meta" device (shapes only, no arithmetic) to count a GPU
     path on a machine without one; ops on CPU tensors (index arithmetic) are not counted.
+
+    ``tensor_bytes`` adds up the bytes of the device tensors each counted op takes and returns
+    (an in-place op's tensor twice, a broadcast one at its stored size; allocations touch none):
+    a proxy for the memory traffic that a bandwidth-bound path (elementwise image work) pays for.
     """
 
     def __init__(self, device: str = "meta") -> None:
@@ -242,6 +246,7 @@ class DeviceOpCounter(TorchDispatchMode):
         # copies from the CPU to the device without non_blocking: on a GPU each one is a stream
         # sync, the CPU waits for all queued kernels before launching more
         self.blocking_copies = 0
+        self.tensor_bytes = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -258,4 +263,18 @@ class DeviceOpCounter(TorchDispatchMode):
         )
         if on_device and name not in _VIEW_OPS:
             self.count += 1
+        if on_device and name not in _VIEW_OPS and not name.startswith("empty"):
+            self.tensor_bytes += sum(
+                _stored_bytes(x)
+                for x in leaves
+                if isinstance(x, torch.Tensor) and x.device.type == self.device
+            )
         return out
+
+
+def _stored_bytes(x: torch.Tensor) -> int:
+    """Bytes of the elements a tensor stores (a broadcast dimension, stride 0, counts once)."""
+    stored = 1
+    for size, stride in zip(x.shape, x.stride(), strict=True):
+        stored *= size if stride else 1
+    return stored * x.element_size()

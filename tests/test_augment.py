@@ -1,7 +1,9 @@
 import dataclasses
+import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from stica.config import AugmentConfig
 from stica.data.augment import EvalTransform, VideoAugment, crop_resize
@@ -138,9 +140,48 @@ def test_eval_centre_and_three_crops():
         EvalTransform(crop_size=32, short_side=16)
 
 
+LUMA = torch.tensor([0.299, 0.587, 0.114])
+YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def _reference_colour(op, x, f):
+    """One jitter op on one clip as its definition reads. x: (T, 3, H, W) in [0, 1]."""
+    luma = torch.einsum("c,tchw->thw", LUMA, x)[:, None]  # (T, 1, H, W)
+    if op == "brightness":
+        y = x * f
+    elif op == "contrast":
+        y = f * x + (1 - f) * luma.mean()
+    elif op == "saturation":
+        y = f * x + (1 - f) * luma
+    else:  # hue: rotate the YIQ chroma plane by f turns
+        a = 2 * math.pi * f
+        rot = torch.tensor(
+            [[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]]
+        )
+        y = torch.einsum("ij,tjhw->tihw", torch.linalg.inv(YIQ) @ rot @ YIQ, x)
+    return y.clamp(0, 1)
+
+
+def _reference_blur(x, sigma, size):
+    """Separable Gaussian blur of every plane, reflect padding. x: (T, 3, S, S)."""
+    k = max(3, int(0.1 * size) | 1)
+    d = torch.arange(k, dtype=torch.float32) - k // 2
+    kernel = torch.exp(-(d**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    planes = x.reshape(-1, 1, size, size)
+    planes = F.conv2d(
+        F.pad(planes, (0, 0, k // 2, k // 2), mode="reflect"), kernel.view(1, 1, k, 1)
+    )
+    planes = F.conv2d(
+        F.pad(planes, (k // 2, k // 2, 0, 0), mode="reflect"), kernel.view(1, 1, 1, k)
+    )
+    return planes.view_as(x)
+
+
 def _reference_view(cfg, clips, seed):
     """The augmentation as its definition reads, one clip at a time: the same draws in the same
-    order, then each jittered clip's four ops in its own order, grey, blur, normalise."""
+    order, then each jittered clip's four ops in its own order (clamped after each), grey, blur,
+    normalise."""
     from stica.data import augment as aug
 
     gen = torch.Generator().manual_seed(seed)
@@ -159,22 +200,23 @@ def _reference_view(cfg, clips, seed):
     sigma = aug._uniform(gen, (b,), *cfg.blur_sigma)
     order = torch.rand(b, 4, generator=gen).argsort(1)
     s = cfg.crop_size
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
     out = []
     for i in range(b):
-        x = crop_resize(
-            aug._to_float_planes(clips[i : i + 1]), boxes[i : i + 1], s, flip[i : i + 1]
-        )
-        x = x.view(1, t, 3, s, s)
+        frames = clips[i].permute(0, 3, 1, 2).float() / 255  # (T, 3, H, W)
+        x = crop_resize(frames.reshape(1, t * 3, h, w), boxes[i : i + 1], s, flip[i : i + 1])
+        x = x.view(t, 3, s, s)
         if jitter[i]:
             for k in order[i].tolist():
-                op = aug._JITTER_OPS[k]
-                x = aug._JITTER[op](x, factors[op][i].view(1, 1, 1, 1, 1))
+                op = ("brightness", "contrast", "saturation", "hue")[k]
+                x = _reference_colour(op, x, factors[op][i].item())
         if grey[i]:
-            x = aug._grey(x).expand_as(x)
+            x = torch.einsum("c,tchw->thw", LUMA, x)[:, None].expand(t, 3, s, s)
         if blur[i]:
-            x = aug._blur(x.reshape(1, t * 3, s, s), sigma[i : i + 1], blur[i : i + 1], s)
-        out.append(aug._normalise(x.view(1, t, 3, s, s), cfg.mean, cfg.std))
-    return torch.cat(out)
+            x = _reference_blur(x, sigma[i].item(), s)
+        out.append(((x - mean) / std).permute(1, 0, 2, 3))  # (3, T, S, S)
+    return torch.stack(out)
 
 
 def test_jitter_in_random_order_matches_the_per_clip_reference():
@@ -184,4 +226,42 @@ def test_jitter_in_random_order_matches_the_per_clip_reference():
     clips = random_clips(b=12, seed=3)
     got = VideoAugment(cfg)(clips, torch.Generator().manual_seed(5))
     want = _reference_view(cfg, clips, 5)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-5)
+
+
+def test_colour_maps_stay_float32_under_autocast():
+    # bf16 autocast (as in the training step on a GPU) must not round the colour maps to bf16
+    cfg = dataclasses.replace(CFG, jitter_p=1.0, hue=0.2, grayscale_p=0.5)
+    clips = random_clips(b=6, seed=12)
+    plain = VideoAugment(cfg)(clips, torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = VideoAugment(cfg)(clips, torch.Generator().manual_seed(2))
+        evaluated = EvalTransform.from_config(cfg).three_crop(clips)
+    assert cast.dtype == evaluated.dtype == torch.float32
+    assert torch.equal(cast, plain)
+    assert torch.equal(evaluated, EvalTransform.from_config(cfg).three_crop(clips))
+
+
+def _cost_on_meta(cfg, b=8, t=4):
+    """(kernels, tensor bytes) of one view, counted on the meta device."""
+    from stica.perf import DeviceOpCounter
+
+    clips = torch.empty(b, t, 40, 52, 3, dtype=torch.uint8, device="meta")
+    with DeviceOpCounter("meta") as counter:
+        VideoAugment(cfg)(clips, torch.Generator().manual_seed(0))
+    return counter.count, counter.tensor_bytes
+
+
+def test_colour_jitter_is_a_few_passes_per_position_whatever_the_batch():
+    # every clip jittered, each of the four positions a different op per clip: the jitter must
+    # cost one map (read + write), one in-place clamp (read + write) and, for contrast, one
+    # mean (read) of the view per position, not a pass per op or per clip
+    plain = dataclasses.replace(PLAIN, crop_size=32, eval_short_side=32)
+    jittered = dataclasses.replace(plain, jitter_p=1.0, hue=0.2, jitter_order="random")
+    b, t = 8, 4
+    view_bytes = b * 3 * t * 32 * 32 * 4
+    (jit_kernels, jit_bytes), (kernels, traffic) = _cost_on_meta(jittered), _cost_on_meta(plain)
+    kernels, traffic = jit_kernels - kernels, jit_bytes - traffic
+    assert traffic <= 4 * 5 * view_bytes * 1.02, traffic / view_bytes
+    assert kernels == _cost_on_meta(jittered, 4 * b, t)[0] - _cost_on_meta(plain, 4 * b, t)[0]
+    assert kernels <= 4 * 8

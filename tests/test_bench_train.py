@@ -48,6 +48,12 @@ def test_bench_train_cli(tiny_params_file, tmp_path):
     assert result["crop_path"]["batched_s"] > 0 and result["crop_path"]["loop_s"] > 0
     assert result["crop_path"]["batched_device_ops"] > 0
     assert "feature-crop path" in r.stdout
+    # the two views' traffic: at least reading the uint8 clips and writing two float32 views
+    augment = result["augment"]
+    views_gb = 2 * 4 * 3 * result["num_frames"] * result["crop_size"] ** 2 * 4 / 1e9
+    assert augment["two_views_s"] > 0 and augment["device_ops"] > 0
+    assert augment["device_tensor_gb"] > views_gb
+    assert "augmentation (two large views)" in r.stdout
 
 
 def test_bench_train_only_without_the_reference_still_has_ratios(tiny_params_file, tmp_path):

@@ -3,9 +3,17 @@
 Every random parameter is drawn per clip from an explicit ``torch.Generator`` and applied to all
 frames of that clip (paper sec. 3.2: a crop is a tube, the same box through time). Nothing loops
 over clips or frames: the random resized crop and flip of the whole batch is one
-``affine_grid`` + ``grid_sample`` call over a (B, T·3, H, W) view of the clips, so a clip's frames
-are its channels and share its box by construction; colour jitter is per-clip factors and 3×3
-colour matrices; the blur is one grouped separable convolution.
+``affine_grid`` + ``grid_sample`` call over a (B, 3·T, H, W) view of the clips, so a clip's frames
+are its channels and share its box by construction; the blur is one grouped separable convolution.
+
+Colour work is a few passes over the batch, not a few per op: every colour op is a per-clip
+affine map of the RGB vector of each pixel (brightness, saturation and hue a 3×3 matrix, contrast
+a matrix and an offset from the clip's mean grey), so each of the four jitter positions is ONE
+batched ``baddbmm`` (each clip its own op's matrix, the identity for clips without one) and one
+clamp; the 1/255 of the uint8 frames folds into the first, and grey + normalisation into one final
+map, applied after the blur (the blur filters every plane of a clip alike, so it commutes with a
+clip's colour maps). The planes are channel-major from the start, so the result is already the
+trunks' (B, 3, T, S, S) layout. Colour maps run in float32 with autocast off.
 
 Choices (documented, differing from torchvision's image transforms):
     - crop boxes are continuous (sub-pixel) and resampled bilinearly without antialiasing;
@@ -26,6 +34,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from stica import perf
 from stica.config import AugmentConfig
 
 # ITU-R 601 luma weights, as torchvision's rgb_to_grayscale
@@ -63,11 +72,16 @@ def _bernoulli(gen: torch.Generator, n: int, p: float) -> torch.Tensor:
     return torch.rand(n, generator=gen, device=gen.device) < p
 
 
-def _to_float_planes(clips: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, T, H, W, 3) -> float (B, T·3, H, W) in [0, 1]: frames become channels."""
+def _float_planes(clips: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) -> float (B, 3·T, H, W) of 0..255 values, in one pass.
+
+    Channel-major planes: a clip's frames share its crop box as grid_sample's channels, and the
+    crop is already the trunks' (B, 3, T, S, S) layout. The 1/255 is left to the colour maps after
+    the crop, which touch fewer pixels.
+    """
     b, t, h, w, c = clips.shape
-    x = clips.permute(0, 1, 4, 2, 3).reshape(b, t * c, h, w)
-    return x.float() / _UINT8_MAX
+    x = torch.empty((b, c, t, h, w), dtype=torch.float32, device=clips.device)
+    return x.copy_(clips.permute(0, 4, 1, 2, 3)).view(b, c * t, h, w)
 
 
 def crop_resize(
@@ -78,7 +92,7 @@ def crop_resize(
     Boxes are (x0, y0, w, h) in input pixels (continuous); sampling is bilinear.
 
     Shape:
-        - x: (B, C, H, W) with C = T·3
+        - x: (B, C, H, W) with C = 3·T
         - boxes: (B, 4)
         - flip: (B,) bool or None
         - output: (B, C, size, size)
@@ -152,12 +166,6 @@ def _fallback_box(height: int, width: int, ratio: tuple[float, float]) -> tuple[
     return float(width), float(height)
 
 
-def _grey(x: torch.Tensor) -> torch.Tensor:
-    """Luma of (B, T, 3, H, W) -> (B, T, 1, H, W)."""
-    w = x.new_tensor(_GREY).view(1, 1, 3, 1, 1)
-    return (x * w).sum(dim=2, keepdim=True)
-
-
 def _hue_matrices(angle: torch.Tensor) -> torch.Tensor:
     """RGB -> RGB matrices rotating the YIQ chroma plane by ``angle`` radians. (B,) -> (B, 3, 3)."""
     to_yiq = angle.new_tensor(_RGB_TO_YIQ)
@@ -167,6 +175,61 @@ def _hue_matrices(angle: torch.Tensor) -> torch.Tensor:
     rot[:, 1, 1], rot[:, 1, 2] = cos, -sin
     rot[:, 2, 1], rot[:, 2, 2] = sin, cos
     return torch.linalg.inv(to_yiq) @ rot @ to_yiq
+
+
+def _to_grey_matrix(n: int) -> torch.Tensor:
+    """(n, 3, 3): every channel becomes the luma."""
+    return torch.tensor(_GREY).expand(n, 3, 3).clone()
+
+
+def _scaled_identity(f: torch.Tensor) -> torch.Tensor:
+    """(n,) -> (n, 3, 3) f·I."""
+    return f.view(-1, 1, 1) * torch.eye(3)
+
+
+def _jitter_matrix(op: str, f: torch.Tensor) -> torch.Tensor:
+    """The 3×3 RGB map of a colour-jitter op with factors ``f``, (n,) -> (n, 3, 3).
+
+    brightness scales; contrast scales (its offset, (1 − f)·the clip's mean grey, needs the
+    pixels: :meth:`VideoAugment._colour_position`); saturation blends with the luma; hue rotates
+    the YIQ chroma plane by ``f`` turns.
+    """
+    if op in ("brightness", "contrast"):
+        return _scaled_identity(f)
+    if op == "saturation":
+        return _scaled_identity(f) + _scaled_identity(1 - f) @ _to_grey_matrix(len(f))
+    if op == "hue":
+        return _hue_matrices(2 * math.pi * f)
+    raise ValueError(f"unknown colour op {op!r}")
+
+
+_JITTER_OPS = ("brightness", "contrast", "saturation", "hue")  # the "fixed" order
+
+
+def _colour_map(
+    x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``offset + matrix @ rgb`` at every pixel, in float32 (autocast off), one pass.
+
+    Shape:
+        - x: (B, 3, N) float32
+        - matrix: (B, 3, 3), any device (copied without a sync)
+        - offset: (B, 3) or None
+        - output: (B, 3, N)
+    """
+    # non_blocking: a blocking copy to a GPU is a stream sync
+    matrix = matrix.to(x.device, torch.float32, non_blocking=True)
+    with perf.autocast(x.device, enabled=False):
+        if offset is None:
+            return torch.bmm(matrix, x)
+        offset = offset.to(x.device, torch.float32, non_blocking=True)
+        return torch.baddbmm(offset.unsqueeze(-1), matrix, x)
+
+
+def _normalising_map(mean: tuple, std: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3, 3) matrix and (3,) offset of (x − mean) / std."""
+    m, s = torch.tensor(mean), torch.tensor(std)
+    return torch.diag(1 / s), -m / s
 
 
 def _blur(x: torch.Tensor, sigma: torch.Tensor, apply: torch.Tensor, size: int) -> torch.Tensor:
@@ -191,45 +254,6 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor, apply: torch.Tensor, size: int) 
     planes = F.pad(planes, (pad, pad, 0, 0), mode="reflect")
     planes = F.conv2d(planes, weight.view(b * c, 1, 1, k), groups=b * c)
     return planes.view(b, c, h, w)
-
-
-def _brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """Scale intensities. x (B, T, 3, H, W) in [0, 1], f (B, 1, 1, 1, 1)."""
-    return (x * f).clamp(0, 1)
-
-
-def _contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """Blend with the clip's mean grey level."""
-    clip_mean = _grey(x).mean(dim=(1, 2, 3, 4), keepdim=True)  # (B, 1, 1, 1, 1)
-    return (f * x + (1 - f) * clip_mean).clamp(0, 1)
-
-
-def _saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """Blend with the grey image."""
-    return (f * x + (1 - f) * _grey(x)).clamp(0, 1)
-
-
-def _hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """Rotate the YIQ chroma plane by ``f`` turns."""
-    hue_m = _hue_matrices(2 * math.pi * f.flatten())  # (B, 3, 3)
-    return torch.einsum("bij,btjhw->btihw", hue_m, x).clamp(0, 1)
-
-
-# colour jitter ops, in the "fixed" order
-_JITTER = {
-    "brightness": _brightness,
-    "contrast": _contrast,
-    "saturation": _saturation,
-    "hue": _hue,
-}
-_JITTER_OPS = tuple(_JITTER)
-
-
-def _normalise(x: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
-    """(B, T, 3, S, S) in [0, 1] -> normalised (B, 3, T, S, S), the video trunks' layout."""
-    m = x.new_tensor(mean).view(1, 1, 3, 1, 1)
-    s = x.new_tensor(std).view(1, 1, 3, 1, 1)
-    return ((x - m) / s).permute(0, 2, 1, 3, 4).contiguous()
 
 
 class VideoAugment:
@@ -280,32 +304,59 @@ class VideoAugment:
         else:
             order = torch.arange(len(_JITTER_OPS), device=gen.device).expand(b, -1)
 
-        def per_clip(v: torch.Tensor) -> torch.Tensor:
-            return v.to(dev, non_blocking=True).view(b, 1, 1, 1, 1)
-
-        x = crop_resize(_to_float_planes(clips), boxes, size, flip)  # (B, T·3, S, S)
-        x = x.view(b, t, 3, size, size)
         factors = {"brightness": bright, "contrast": contrast, "saturation": sat, "hue": hue}
-        active = [op for op in _JITTER_OPS if op != "hue" or cfg.hue > 0]
-        # Each op runs on the clips that take it at this position only (every op is per clip):
-        # four ops per jittered clip instead of every op on the whole batch, and the choices
-        # are made where the parameters were drawn (a CPU generator: no device sync).
-        jitter, order = jitter.cpu(), order.cpu()
-        for position in range(len(_JITTER_OPS)):
-            for k, op in enumerate(_JITTER_OPS):
-                rows = torch.nonzero(jitter & (order[:, position] == k)).flatten()
-                if op in active and len(rows):
-                    factor = factors[op].cpu()[rows].to(dev, non_blocking=True)
-                    factor = factor.view(-1, 1, 1, 1, 1)
-                    rows = rows.to(dev, non_blocking=True)
-                    x[rows] = _JITTER[op](x[rows], factor)
-        grey = grey.cpu()
-        if bool(grey.any()):
-            x = torch.where(per_clip(grey), _grey(x).expand_as(x), x)
-        if bool(blur.cpu().any()):  # the identity kernel of the others changes nothing
-            sigma, blur = sigma.to(dev, non_blocking=True), blur.to(dev, non_blocking=True)
-            x = _blur(x.reshape(b, t * 3, size, size), sigma, blur, size)
-        return _normalise(x.view(b, t, 3, size, size), cfg.mean, cfg.std)
+        # the choices are made where the parameters were drawn (a CPU generator: no device sync)
+        takes = {op: jitter.cpu() & (order.cpu() == k).T for k, op in enumerate(_JITTER_OPS)}
+        if cfg.hue == 0:  # a zero rotation: skipped, not rounded through YIQ and back
+            takes["hue"] = torch.zeros_like(takes["hue"])
+        factors = {op: f.cpu() for op, f in factors.items()}
+        with perf.autocast(dev, enabled=False):
+            x = crop_resize(_float_planes(clips), boxes, size, flip)  # (B, 3·T, S, S), 0..255
+            x = x.view(b, 3, t * size * size)
+            to_unit = 1 / _UINT8_MAX  # folded into the first map that runs
+            for position in range(len(_JITTER_OPS)):
+                at = {op: rows[position] for op, rows in takes.items()}  # (B,) per op
+                if any(bool(rows.any()) for rows in at.values()):
+                    x = self._colour_position(x, at, factors, to_unit)
+                    to_unit = 1.0
+            if bool(blur.cpu().any()):  # the identity kernel of the others changes nothing
+                sigma, blur = sigma.to(dev, non_blocking=True), blur.to(dev, non_blocking=True)
+                x = _blur(x.view(b, 3 * t, size, size), sigma, blur, size).view(b, 3, -1)
+            # grey, then (x − mean) / std: one map (the blur commutes with both)
+            colour = torch.eye(3).repeat(b, 1, 1)
+            grey = grey.cpu()
+            colour[grey] = _to_grey_matrix(int(grey.sum()))
+            normalise, offset = _normalising_map(cfg.mean, cfg.std)
+            x = _colour_map(x, normalise @ colour * to_unit, offset.expand(b, 3))
+        return x.view(b, 3, t, size, size)
+
+    @staticmethod
+    def _colour_position(
+        x: torch.Tensor,
+        at: dict[str, torch.Tensor],
+        factors: dict[str, torch.Tensor],
+        to_unit: float,
+    ) -> torch.Tensor:
+        """One jitter position: each clip's op there (the identity for clips without one), then
+        the clamp to [0, 1]; ``to_unit`` scales the input first (1/255 before the first).
+
+        Shape:
+            - x: (B, 3, N) on the device; at, factors: {op: (B,)} on the CPU
+            - output: (B, 3, N)
+        """
+        b = x.shape[0]
+        matrix = torch.eye(3).repeat(b, 1, 1)
+        for op, rows in at.items():
+            if bool(rows.any()):
+                matrix[rows] = _jitter_matrix(op, factors[op][rows])
+        offset = None
+        if bool(at["contrast"].any()):
+            # contrast's offset: (1 − f)·the clip's mean grey, read from the pixels
+            keep = torch.where(at["contrast"], 1 - factors["contrast"], 0.0)  # (B,)
+            weight = keep[:, None] * torch.tensor(_GREY) * to_unit  # (B, 3), built on the CPU
+            weight = weight.to(x.device, non_blocking=True)
+            offset = (weight * x.mean(dim=2)).sum(dim=1, keepdim=True).expand(b, 3)
+        return _colour_map(x, matrix * to_unit, offset).clamp_(0, 1)
 
     def two_views(
         self, clips: torch.Tensor, generator: torch.Generator, sizes: torch.Tensor | None = None
@@ -389,16 +440,20 @@ class EvalTransform:
         self, clips: torch.Tensor, n_crops: int, sizes: torch.Tensor | None
     ) -> list[torch.Tensor]:
         b, t, h, w = _check_clips(clips)
-        x = _to_float_planes(clips)  # (B, T·3, H, W)
         if sizes is None:
             per_clip = [self.boxes(h, w, n_crops)] * b
         else:
             per_clip = [self.boxes(int(hh), int(ww), n_crops) for hh, ww in sizes.tolist()]
+        normalise, offset = _normalising_map(self.mean, self.std)
+        normalise, offset = (normalise / _UINT8_MAX).expand(b, 3, 3), offset.expand(b, 3)
+        s = self.crop_size
         out = []
-        for i in range(n_crops):  # 1 or 3 positions, each batched over clips
-            boxes = torch.tensor([clip[i] for clip in per_clip], device=x.device)  # (B, 4)
-            y = crop_resize(x, boxes, self.crop_size).view(b, t, 3, self.crop_size, self.crop_size)
-            out.append(_normalise(y, self.mean, self.std))
+        with perf.autocast(clips.device, enabled=False):
+            x = _float_planes(clips)  # (B, 3·T, H, W), 0..255
+            for i in range(n_crops):  # 1 or 3 positions, each batched over clips
+                boxes = torch.tensor([clip[i] for clip in per_clip])  # (B, 4)
+                y = crop_resize(x, boxes, s).view(b, 3, t * s * s)
+                out.append(_colour_map(y, normalise, offset).view(b, 3, t, s, s))
         return out
 
     def __call__(self, clips: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
