@@ -4,7 +4,8 @@ A reduced demo (fewer clips and steps than ``dvc repro``, the committed demo pro
 pretrains with several seeds; for each seed, the frozen max-pooled features of the pretrained
 trunk and of a randomly initialised one (the same seed) are scored by kNN top-1 on the test
 videos (the nearest train video's class: the probe that moved most consistently in the demo).
-The gain must exceed twice its own seed-to-seed standard error, and every seed must gain.
+Every seed's gain must exceed twice its standard error over the test videos, and the seeds'
+scores must not overlap: the worst pretrained seed above the best random-init one.
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ SEEDS = (0, 1)
 PROBE = "kNN-1 top-1"
 # The committed demo profile on fewer clips; pretraining keeps its steps-per-second budget
 # small by running fewer epochs over a smaller set (REDUCED_STEPS steps of the demo's batch).
+# 240, not fewer: at 160 steps whether a seed had left chance by the end was a coin toss that
+# float rounding decides. On another CPU (AMD EPYC, 2026-12-06) the same code gave seed 1 0.21
+# (random init 0.16) where an earlier machine gave 0.86, and a float-equivalent augmentation
+# 0.34; of six seed runs at 160 steps, four ended between 0.31 and 0.37. At 240 steps seeds 0-3
+# (1 thread each) gave 0.43, 0.85, 0.90, 0.88 against random init 0.16-0.28; inside the full
+# suite (2 threads) seeds 0, 1 gave 0.90 and 0.92 against 0.21 and 0.16.
 REDUCED = {"synth": {"train_per_class": 40, "test_per_class": 10}}
-REDUCED_STEPS = 160
+REDUCED_STEPS = 240
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +49,7 @@ def reduced(tmp_path_factory):
 
 
 # In the default suite since the demo videos are lossless (stica.data.synth.LOSSLESS): before,
-# libx264 wrote other videos on every run and at 160 steps a seed sometimes had not left chance
-# yet (it once failed inside the suite and passed alone). On the lossless set it gave the same
-# figures alone and inside the full suite: kNN-1 0.76 vs 0.21 and 0.86 vs 0.16 (mean gain 0.625
-# against 2 SE 0.15), in about 2 min on 2 cores.
+# libx264 wrote other videos on every run. About 3.5 min on 2 cores.
 @pytest.mark.slow
 def test_pretrained_features_beat_random_init_beyond_the_seed_spread(reduced):
     from stica.eval.features import extract_features
@@ -59,7 +63,7 @@ def test_pretrained_features_beat_random_init_beyond_the_seed_spread(reduced):
     steps_per_epoch = train_videos // pretrain_cfg.batch_size
     epochs = max(1, round(REDUCED_STEPS / steps_per_epoch))
     features_cfg = dataclasses.replace(load_section("features", path), clips_per_video=2)
-    gains = []
+    scores_by_seed = {"pretrained": [], "random": []}
     for seed in SEEDS:
         config = dataclasses.replace(pretrain_cfg, seed=seed, epochs=epochs)
         ckpt = root / f"pretrain-{seed}.pt"
@@ -76,8 +80,16 @@ def test_pretrained_features_beat_random_init_beyond_the_seed_spread(reduced):
             f"seed {seed}: {PROBE} pretrained {scores['pretrained']:.3f}, "
             f"random init {scores['random']:.3f}"
         )
-        gains.append(scores["pretrained"] - scores["random"])
-    gains = np.array(gains)
-    standard_error = gains.std(ddof=1) / np.sqrt(len(gains))
-    assert (gains > 0).all(), gains
-    assert gains.mean() > 2 * standard_error, (gains.mean(), standard_error)
+        for init in scores_by_seed:
+            scores_by_seed[init].append(scores[init])
+    test_videos = REDUCED["synth"]["test_per_class"] * load_section("synth", path).classes
+    for pretrained, random_init in zip(
+        scores_by_seed["pretrained"], scores_by_seed["random"], strict=True
+    ):
+        gain = pretrained - random_init
+        # two accuracies on the same test videos, each binomial
+        error = np.sqrt(
+            (pretrained * (1 - pretrained) + random_init * (1 - random_init)) / test_videos
+        )
+        assert gain > 2 * error, (pretrained, random_init, error)
+    assert min(scores_by_seed["pretrained"]) > max(scores_by_seed["random"]), scores_by_seed
