@@ -13,7 +13,7 @@ batched ``baddbmm`` (each clip its own op's matrix, the identity for clips witho
 clamp; the 1/255 of the uint8 frames folds into the first, and grey + normalisation into one final
 map, applied after the blur (the blur filters every plane of a clip alike, so it commutes with a
 clip's colour maps). The planes are channel-major from the start, so the result is already the
-trunks' (B, 3, T, S, S) layout. Colour maps run in float32 with autocast off.
+trunks' (B, 3, T, S, S) layout. The augmentation runs in float32 with autocast off.
 
 Choices (documented, differing from torchvision's image transforms):
     - crop boxes are continuous (sub-pixel) and resampled bilinearly without antialiasing;
@@ -209,7 +209,8 @@ _JITTER_OPS = ("brightness", "contrast", "saturation", "hue")  # the "fixed" ord
 def _colour_map(
     x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``offset + matrix @ rgb`` at every pixel, in float32 (autocast off), one pass.
+    """``offset + matrix @ rgb`` at every pixel, one pass. Callers run it with autocast off, so
+    it stays float32 (autocast would run ``bmm`` in bf16).
 
     Shape:
         - x: (B, 3, N) float32
@@ -219,11 +220,10 @@ def _colour_map(
     """
     # non_blocking: a blocking copy to a GPU is a stream sync
     matrix = matrix.to(x.device, torch.float32, non_blocking=True)
-    with perf.autocast(x.device, enabled=False):
-        if offset is None:
-            return torch.bmm(matrix, x)
-        offset = offset.to(x.device, torch.float32, non_blocking=True)
-        return torch.baddbmm(offset.unsqueeze(-1), matrix, x)
+    if offset is None:
+        return torch.bmm(matrix, x)
+    offset = offset.to(x.device, torch.float32, non_blocking=True)
+    return torch.baddbmm(offset.unsqueeze(-1), matrix, x)
 
 
 def _normalising_map(mean: tuple, std: tuple) -> tuple[torch.Tensor, torch.Tensor]:
