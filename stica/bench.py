@@ -11,6 +11,7 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _median_seconds(
+    run: Callable[..., Any],
+    device: torch.device,
+    steps: int,
+    prepare: Callable[[int], tuple[Any, ...]] = lambda i: (),
+) -> float:
+    """Median wall time of ``run(*prepare(i))`` over ``steps`` calls after one untimed warm-up,
+    the device synchronised around each (``prepare`` builds a call's inputs, untimed)."""
+    times = []
+    for i in range(steps + 1):
+        args = prepare(i)
+        _sync(device)
+        t0 = time.perf_counter()
+        run(*args)
+        _sync(device)
+        if i:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def bench_train(
     base: PretrainConfig,
     batch_size: int,
@@ -398,19 +419,18 @@ def bench_augment(
     """
     augment = VideoAugment(base.augment)
     clips = frames.to(device, non_blocking=True)
-    times = []
-    for i in range(steps + 1):
-        _sync(device)
-        t0 = time.perf_counter()
+
+    def views(generator: torch.Generator) -> None:
         with perf.autocast(device):
-            augment.two_views(clips, torch.Generator().manual_seed(i))
-        _sync(device)
-        if i:
-            times.append(time.perf_counter() - t0)
+            augment.two_views(clips, generator)
+
+    def seeded(i: int) -> tuple[Any, ...]:
+        return (torch.Generator().manual_seed(i),)
+
     with perf.DeviceOpCounter("meta") as counter:
         augment.two_views(frames.to("meta"), torch.Generator().manual_seed(0))
     return {
-        "two_views_s": statistics.median(times),
+        "two_views_s": _median_seconds(views, device, steps, prepare=seeded),
         "device_ops": counter.count,
         "device_tensor_gb": counter.tensor_bytes / 1e9,
     }
@@ -443,19 +463,17 @@ def bench_crop_path(
             lambda x, off: model.embed_video_map(x, off, tokens=t1), fmap, groups
         )
 
+    def crops_of(i: int) -> tuple[Any, ...]:
+        return (sample_crops(crops, fmap.shape, batch_size, torch.Generator().manual_seed(i)),)
+
     for name, fn in (("batched", batched), ("loop", loop)):
-        times = []
-        for i in range(steps + 1):
-            groups = sample_crops(crops, fmap.shape, batch_size, torch.Generator().manual_seed(i))
-            _sync(dev)
-            t0 = time.perf_counter()
+
+        def fwd_bwd(groups, fn=fn):
             with perf.autocast(dev):
                 views = fn(model, fmap, groups)
             sum(v.float().sum() for v in views.values()).backward()
-            _sync(dev)
-            if i:
-                times.append(time.perf_counter() - t0)
-        out[f"{name}_s"] = statistics.median(times)
+
+        out[f"{name}_s"] = _median_seconds(fwd_bwd, dev, steps, prepare=crops_of)
     out["speedup"] = out["loop_s"] / out["batched_s"]
     out["crops"] = dataclasses.asdict(crops)
     # kernels the batched path launches on a GPU (counted on the meta device, any machine)

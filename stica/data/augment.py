@@ -197,7 +197,7 @@ def _jitter_matrix(op: str, f: torch.Tensor) -> torch.Tensor:
     if op in ("brightness", "contrast"):
         return _scaled_identity(f)
     if op == "saturation":
-        return _scaled_identity(f) + _scaled_identity(1 - f) @ _to_grey_matrix(len(f))
+        return _scaled_identity(f) + (1 - f).view(-1, 1, 1) * _to_grey_matrix(len(f))
     if op == "hue":
         return _hue_matrices(2 * math.pi * f)
     raise ValueError(f"unknown colour op {op!r}")
@@ -304,12 +304,13 @@ class VideoAugment:
         else:
             order = torch.arange(len(_JITTER_OPS), device=gen.device).expand(b, -1)
 
-        factors = {"brightness": bright, "contrast": contrast, "saturation": sat, "hue": hue}
         # the choices are made where the parameters were drawn (a CPU generator: no device sync)
+        factors = {
+            op: f.cpu() for op, f in zip(_JITTER_OPS, (bright, contrast, sat, hue), strict=True)
+        }
         takes = {op: jitter.cpu() & (order.cpu() == k).T for k, op in enumerate(_JITTER_OPS)}
         if cfg.hue == 0:  # a zero rotation: skipped, not rounded through YIQ and back
             takes["hue"] = torch.zeros_like(takes["hue"])
-        factors = {op: f.cpu() for op, f in factors.items()}
         with perf.autocast(dev, enabled=False):
             x = crop_resize(_float_planes(clips), boxes, size, flip)  # (B, 3·T, S, S), 0..255
             x = x.view(b, 3, t * size * size)
