@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 9's GPU figures in one run: the paper-best step (feature crops + transformer) against two
 # RGB crops at batch 8 and 64, eager vs channels_last_3d + torch.compile; `stica pretrain`'s real
-# loader end to end vs compute only; extract-features clips/s and data wait with the stored JPEG
+# loader end to end vs compute only, its JPEG frames decoded in the workers or on the GPU, with
+# 14 and 4 workers; extract-features clips/s and data wait with the stored JPEG
 # frames decoded by PIL in the loader workers vs by nvJPEG on the GPU (same store, batch and
 # workers), and how far apart their features are. Every step has its own time limit and writes
 # JSON as it goes, so a slow step costs only itself.
@@ -10,6 +11,7 @@
 #   PROFILE=params.yaml B_SMALL=4 B_LARGE=8 STEPS=1 WORKERS=2 SYNTH="--set train_per_class=4" \
 #     COMPILE=off bash scripts/gpu_bench.sh /tmp/gpu_dry   # a dry run on a CPU
 #   ONLY="synth|preprocess|extract.*" bash scripts/gpu_bench.sh OUT_DIR   # extraction only (~2.5 min)
+#   ONLY="synth|preprocess|store.*" bash scripts/gpu_bench.sh OUT_DIR   # pretraining's loader only
 set -uo pipefail
 out=${1:?usage: gpu_bench.sh OUT_DIR}
 mkdir -p "$out"
@@ -18,6 +20,7 @@ b_small=${B_SMALL:-8}
 b_large=${B_LARGE:-64}
 steps=${STEPS:-5}
 workers=${WORKERS:-14}
+few_workers=${FEW_WORKERS:-4}
 synth=${SYNTH:---set train_per_class=80}
 compile_switch=${COMPILE:-on}  # on|off: off for a dry run on a CPU
 compile=--compile
@@ -53,9 +56,18 @@ rm -rf "$work" && mkdir -p "$work"
 step synth 60 $stica synth --out "$work/videos" --workers "$workers" --params "$profile" $synth
 step preprocess 90 $stica preprocess "$work/videos" --out "$work/store" --params "$profile" \
   --set workers="$workers"
-step store 150 $stica bench train --params "$profile" --store "$work/store" --batch-size "$b_large" \
-  --steps $((4 * steps)) --warmup 3 $fast --set workers="$workers" --set prefetch_factor=4 \
-  --json-out "$out/store.json"
+# pretraining's loader end to end: JPEG frames decoded by PIL in the workers (pretrain.jpeg_decode:
+# cpu, the profile's) vs shipped as files and decoded on the GPU, with the workers a 16-core
+# machine spares per GPU and with the few an 8-GPU node of fewer cores would
+store="$stica bench train --params $profile --store $work/store --batch-size $b_large"
+store="$store --steps $((4 * steps)) --warmup 3 $fast --set prefetch_factor=4"
+step store 150 $store --set workers="$workers" --json-out "$out/store.json"
+step store_device 150 $store --set workers="$workers" --set jpeg_decode=device \
+  --json-out "$out/store_device.json"
+for decode in cpu device; do
+  step store_few_$decode 150 $store --set workers=$few_workers --set jpeg_decode=$decode \
+    --json-out "$out/store_few_$decode.json"
+done
 # extraction (eager: compiling the trunk did not pay, README): the frames decoded in the loader
 # workers (PIL) vs on the GPU, autotuned; then the GPU decode with the profile's deterministic mode
 extract="$stica extract-features $work/store --ckpt random --params $profile --set workers=$workers"

@@ -596,6 +596,7 @@ def bench_store(
         "crop_size": config.augment.crop_size,
         "workers": config.workers,
         "prefetch_factor": config.prefetch_factor,
+        "jpeg_decode": "device" if run.dataset.encoded else "cpu",
         "deterministic": config.deterministic,
         **run.trunk_switches,
         "cudnn_autotune": autotune,
@@ -619,7 +620,11 @@ def format_store_table(result: dict[str, Any]) -> str:
             f"{result['device_name']}, batch {result['batch_size']}, "
             f"{result['num_frames']}x{result['crop_size']}^2, {_switch_text(result)}",
         ),
-        ("loader", f"{result['workers']} workers, prefetch {result['prefetch_factor']}"),
+        (
+            "loader",
+            f"{result['workers']} workers, prefetch {result['prefetch_factor']}, JPEG decoded "
+            f"{'on the device' if result['jpeg_decode'] == 'device' else 'by the workers'}",
+        ),
         ("end to end", f"{result['end_to_end_samples_per_s']:.1f} samples/s"),
         ("compute only", f"{result['compute_only_samples_per_s']:.1f} samples/s"),
         ("end to end / compute", f"{100 * result['end_to_end_vs_compute']:.0f}%"),

@@ -405,8 +405,15 @@ PretrainMode = Literal["default", "two_crops", "multi_crops", "feature_crops"]
 # a speed switch (stica.perf.resolve): "auto" = on for CUDA devices, off on the CPU
 Switch = Literal["auto", "on", "off"]
 SWITCH_VALUES = get_args(Switch)
-JpegDecode = Literal["auto", "cpu", "device"]  # where extraction decodes the stored JPEG frames
+# where a stage decodes the stored JPEG frames: "cpu" in the loader workers (PIL), "device" in
+# the main process in batches on the model's device (torchvision.io.decode_jpeg: nvJPEG on a
+# GPU); "auto": device on CUDA, cpu elsewhere (stica.data.jpeg)
+JpegDecode = Literal["auto", "cpu", "device"]
 JPEG_DECODE_VALUES = get_args(JpegDecode)
+
+
+def _check_jpeg_decode(value: str, key: str) -> None:
+    _check(value in JPEG_DECODE_VALUES, key, f"must be one of {', '.join(JPEG_DECODE_VALUES)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -463,6 +470,12 @@ class PretrainConfig:
     # batches each worker prepares ahead (torch's prefetch_factor; workers live for the whole
     # run and pin their batches on CUDA); unused with workers: 0
     prefetch_factor: int = 2
+    # where the stored JPEG frames are decoded (see JpegDecode): "device" ships each clip's
+    # files (a few kB a frame) from the workers instead of its decoded frames and decodes the
+    # batch on the GPU, which frees the workers but adds the decoding to the GPU's step. "cpu"
+    # until that trade is measured: with 14 workers per GPU, PIL kept an H200 fed (90% of the
+    # compute-only rate, README "GPU throughput"). Same clips either way on the CPU (tested)
+    jpeg_decode: JpegDecode = "cpu"
     # same seed, hardware, thread count and process count -> bit-identical weights: torch's
     # deterministic algorithms, and on GPU deterministic cuDNN without autotuning (slower; with
     # false, cuDNN autotunes its conv algorithms on CUDA)
@@ -504,6 +517,7 @@ class PretrainConfig:
         _check(self.max_bad_steps >= 1, "pretrain.max_bad_steps", "must be >= 1")
         _check(self.workers >= 0, "pretrain.workers", "must be >= 0")
         _check(self.prefetch_factor >= 1, "pretrain.prefetch_factor", "must be >= 1")
+        _check_jpeg_decode(self.jpeg_decode, "pretrain.jpeg_decode")
         _check(isinstance(self.deterministic, bool), "pretrain.deterministic", "must be true/false")
         for key in ("compile", "channels_last"):
             _check(
@@ -587,11 +601,9 @@ class FeaturesConfig:
     # torch's deterministic mode (no cuDNN autotuning): the same features run to run; false lets
     # cuDNN autotune on CUDA
     deterministic: bool = True
-    # where the stored JPEG frames are decoded: "cpu" in the loader workers (PIL), "device" in
-    # the main process in batches on the model's device (torchvision.io.decode_jpeg: nvJPEG on a
-    # GPU; the workers then ship the few kB of each frame's file once per video instead of every
-    # clip's decoded frames); "auto": device on CUDA, cpu elsewhere. Features agree to the two
-    # JPEG decoders' rounding
+    # where the stored JPEG frames are decoded (see JpegDecode): with "device" the workers ship
+    # the few kB of each frame's file once per video instead of every clip's decoded frames.
+    # Features agree to the two JPEG decoders' rounding (README "GPU throughput": auto measured)
     jpeg_decode: JpegDecode = "auto"
 
     def __post_init__(self) -> None:
@@ -609,11 +621,7 @@ class FeaturesConfig:
             "features.compile",
             f"must be one of {', '.join(SWITCH_VALUES)}",
         )
-        _check(
-            self.jpeg_decode in JPEG_DECODE_VALUES,
-            "features.jpeg_decode",
-            f"must be one of {', '.join(JPEG_DECODE_VALUES)}",
-        )
+        _check_jpeg_decode(self.jpeg_decode, "features.jpeg_decode")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -668,6 +676,9 @@ class FinetuneConfig:
     splits: tuple[int, ...] = (1,)  # official splits/folds to run; paper: (1, 2, 3) for the mean
     baseline: bool = True  # also finetune a randomly initialised model of the same architecture
     workers: int = 0  # DataLoader workers (0: in-process, fastest on 2 CPU cores)
+    # where the training and test clips' JPEG frames are decoded (see JpegDecode and
+    # pretrain.jpeg_decode): "cpu" until measured on a GPU
+    jpeg_decode: JpegDecode = "cpu"
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "finetune.epochs", "must be >= 1")
@@ -719,6 +730,7 @@ class FinetuneConfig:
         )
         _check(all(s >= 1 for s in self.splits), "finetune.splits", "split numbers start at 1")
         _check(self.workers >= 0, "finetune.workers", "must be >= 0")
+        _check_jpeg_decode(self.jpeg_decode, "finetune.jpeg_decode")
 
 
 SECTIONS: dict[str, type] = {

@@ -148,7 +148,8 @@ class Throughput:
     memory is ``None`` on the CPU.
     """
 
-    def __init__(self, device: torch.device | str, count_key: str = "frames") -> None:
+    # every clip batch has its clips' audio, (B, S), whether its frames are decoded or not
+    def __init__(self, device: torch.device | str, count_key: str = "audio") -> None:
         self.device = torch.device(device)
         self.count_key = count_key
         self.samples = 0

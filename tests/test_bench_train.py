@@ -107,7 +107,7 @@ def test_bench_train_store_times_real_steps_end_to_end(tiny_store, tiny_params_f
     r = subprocess.run(
         [sys.executable, "-m", "stica", "bench", "train", "--params", str(tiny_params_file)]
         + ["--store", str(tiny_store), "--batch-size", "4", "--steps", "5", "--warmup", "1"]
-        + ["--set", "workers=1", "--json-out", str(out)],
+        + ["--set", "workers=1", "--set", "jpeg_decode=device", "--json-out", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -116,6 +116,8 @@ def test_bench_train_store_times_real_steps_end_to_end(tiny_store, tiny_params_f
     result = json.loads(out.read_text())
     # 16 train videos / batch 4: 4 steps per epoch, so the 6 steps run into a second epoch
     assert result["steps"] == 5 and result["batch_size"] == 4 and result["workers"] == 1
+    # the worker ships JPEG files; every step (the compute-only ones too) decodes its batch
+    assert result["jpeg_decode"] == "device" and "JPEG decoded on the device" in r.stdout
     assert result["end_to_end_samples_per_s"] > 0 and result["compute_only_samples_per_s"] > 0
     assert 0 <= result["data_wait_fraction"] < 1
     assert result["end_to_end_vs_compute"] == pytest.approx(

@@ -196,7 +196,7 @@ def test_throughput_meter_counts_samples_and_waits():
     def slow_loader():
         for _ in range(3):
             time.sleep(0.02)  # the loader's work: waiting, for the consumer
-            yield {"frames": torch.zeros(5, 1)}
+            yield {"audio": torch.zeros(5, 1)}
 
     meter = perf.Throughput(CPU)
     for _ in meter.batches(slow_loader()):

@@ -141,6 +141,7 @@ TRAINING_ONLY = (
     "pretrain.va_reduction",
     "pretrain.stop_grad_keys",
     "pretrain.max_bad_steps",
+    "pretrain.jpeg_decode",  # training clips; extract-features has its own
     "pretrain.deterministic",  # extract-features always runs deterministically
     "pretrain.compile",  # pretraining's trunk; extract-features runs it eager
     "pretrain.channels_last",  # likewise: extract-features picks the layout by device

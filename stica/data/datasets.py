@@ -70,7 +70,11 @@ def collate_clips(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
 
 
 class RandomClips(torch.utils.data.Dataset):
-    """One random clip (frames + the audio of the same span) per record; items are ``(epoch, index)``."""
+    """One random clip (frames + the audio of the same span) per record; items are ``(epoch, index)``.
+
+    ``encoded=True`` leaves the frames undecoded, as :class:`UniformClips` does: the same clip,
+    its frames as ``jpeg`` (the stored files) and ``rows``.
+    """
 
     def __init__(
         self,
@@ -79,6 +83,7 @@ class RandomClips(torch.utils.data.Dataset):
         num_frames: int,
         seed: int = 0,
         with_labels: bool = False,
+        encoded: bool = False,
     ) -> None:
         if not records:
             raise SticaError(f"{store.root}: no videos to train on (after filtering)")
@@ -88,18 +93,26 @@ class RandomClips(torch.utils.data.Dataset):
         self.clip_seconds = num_frames / store.meta.fps
         self.seed = seed
         self.with_labels = with_labels
+        self.encoded = encoded
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, item: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def __getitem__(self, item: tuple[int, int]) -> dict[str, Any]:
         epoch, index = item
         record = self.records[index]
         rng = random.Random(sample_seed(self.seed, epoch, index))
         start = rng.uniform(0.0, max(0.0, record.duration - self.clip_seconds))
-        clip = self.reader.read(record.id, start, self.num_frames)
+        if self.encoded:
+            clips = self.reader.read_many_encoded(record.id, [start], self.num_frames)
+            clip = clips.clips[0]
+            frames = {"jpeg": clips.jpeg, "rows": torch.from_numpy(clips.rows[0])}
+        else:
+            clip = self.reader.read(record.id, start, self.num_frames)
+            # (T, H, W, 3) uint8
+            frames = {"frames": torch.from_numpy(np.ascontiguousarray(clip.frames))}
         sample = {
-            "frames": torch.from_numpy(np.ascontiguousarray(clip.frames)),  # (T, H, W, 3) uint8
+            **frames,
             "audio": torch.from_numpy(clip.audio.astype(np.float32) / 32768.0),  # (S,)
             "index": torch.tensor(index),
         }

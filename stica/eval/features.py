@@ -38,8 +38,8 @@ from stica import dist, perf
 from stica.config import FeaturesConfig, PretrainConfig, to_dict
 from stica.data.audio import build_frontend
 from stica.data.augment import EvalTransform
-from stica.data.datasets import UniformClips, collate_clips
-from stica.data.jpeg import collate_encoded_clips, decode_clips, decode_on_device
+from stica.data.datasets import UniformClips
+from stica.data.jpeg import batch_frames, clip_collate, decode_on_device
 from stica.data.store import Store
 from stica.determinism import deterministic_mode
 from stica.errors import SticaError
@@ -131,7 +131,7 @@ def _extract_features(
     loader = torch.utils.data.DataLoader(
         UniformClips(store, todo, num_frames, clips, encoded=on_device),
         batch_sampler=sampler,
-        collate_fn=collate_encoded_clips if on_device else collate_clips,
+        collate_fn=clip_collate(on_device),
         **perf.loader_options(config.workers, device),
     )
     meter = perf.Throughput(device, count_key="video")
@@ -250,11 +250,7 @@ def _chunk_features(model, transform, logmel, batches, offset, n, clips, device,
     video_sum = audio_sum = per_clip = None
     first = 0
     for batch in batches:
-        if "jpeg" in batch:  # frames still JPEG files: decoded here, on the model's device
-            frames, sizes = decode_clips(batch, device)  # (B, T, H, W, 3) uint8, (B, 2)
-        else:
-            frames = batch["frames"].to(device, non_blocking=True)  # (B, T, H, W, 3) uint8
-            sizes = batch["sizes"]  # (B, 2)
+        frames, sizes = batch_frames(batch, device)  # (B, T, H, W, 3) uint8, (B, 2)
         b = len(frames)
         if pad_to is not None and b < pad_to:
             frames = torch.cat([frames, frames[-1:].expand(pad_to - b, *frames.shape[1:])])

@@ -25,9 +25,10 @@ import torch
 from tqdm import tqdm
 
 from stica import dist, perf
-from stica.config import AugmentConfig, FinetuneConfig, from_dict, to_dict
+from stica.config import AugmentConfig, FinetuneConfig, JpegDecode, from_dict, to_dict
 from stica.data.augment import EvalTransform
-from stica.data.datasets import UniformClips, collate_clips
+from stica.data.datasets import UniformClips
+from stica.data.jpeg import batch_frames, clip_collate, decode_on_device
 from stica.data.store import Store, VideoRecord
 from stica.errors import SticaError
 from stica.eval.metrics import baseline_block
@@ -82,6 +83,7 @@ def evaluate(
     crops: int,
     batch_size: int = 32,
     workers: int = 0,
+    jpeg_decode: JpegDecode = "cpu",
 ) -> dict[str, Any]:
     """Score every clip-crop view of every video; average the softmax scores per video.
 
@@ -95,11 +97,12 @@ def evaluate(
     transform = EvalTransform.from_config(augment)
     classes = model.classifier.out_features
     k = min(TOP_K, classes)
-    dataset = UniformClips(store, records, num_frames, clips)
+    on_device = decode_on_device(jpeg_decode, device)
+    dataset = UniformClips(store, records, num_frames, clips, encoded=on_device)
     # one pass: no persistent workers, but pinned batches copied asynchronously on CUDA
     options = {**perf.loader_options(workers, device), "persistent_workers": False}
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, collate_fn=collate_clips, **options
+        dataset, batch_size=batch_size, collate_fn=clip_collate(on_device), **options
     )
     scores = torch.zeros(len(records), classes, device=device)  # (N, C) sum of view softmaxes
     counts = torch.zeros(len(records), device=device)
@@ -108,9 +111,8 @@ def evaluate(
     view_hits = torch.zeros(2, dtype=torch.long, device=device)  # top-1, top-k
     views = 0
     for batch in tqdm(loader, desc="finetune eval", unit="batch", leave=False):
-        frames = batch["frames"].to(device, non_blocking=True)  # (B, T, H, W, 3) uint8
+        frames, sizes = batch_frames(batch, device)  # (B, T, H, W, 3) uint8, (B, 2)
         # (B, crops, 3, T, S, S)
-        sizes = batch["sizes"]
         x = transform.three_crop(frames, sizes) if crops == 3 else transform(frames, sizes)[:, None]
         b = x.shape[0]
         with perf.autocast(device):
@@ -191,17 +193,7 @@ def finetune_split(
         return result, runs
 
     def test(model: FinetuneModel) -> dict[str, Any]:
-        return evaluate(
-            model,
-            plan.store,
-            data.test,
-            plan.num_frames,
-            plan.augment,
-            cfg.eval_clips,
-            cfg.eval_crops,
-            cfg.eval_batch_size,
-            cfg.workers,
-        )
+        return evaluate_test(model, plan, data.test, cfg)
 
     state_file = resume_dir(out) / path.name
     model, runs = train_split(plan, data, init, state_file, fp, device, stop, test, log_epoch)
@@ -420,6 +412,7 @@ def evaluate_test(model, plan, test: list, config: FinetuneConfig) -> dict[str, 
         config.eval_crops,
         config.eval_batch_size,
         config.workers,
+        config.jpeg_decode,
     )
 
 

@@ -33,7 +33,8 @@ from tqdm import tqdm
 from stica import perf
 from stica.config import AugmentConfig, FinetuneConfig, PretrainConfig, to_dict
 from stica.data.augment import VideoAugment
-from stica.data.datasets import EpochBatchSampler, RandomClips, collate_clips, sample_seed
+from stica.data.datasets import EpochBatchSampler, RandomClips, sample_seed
+from stica.data.jpeg import batch_frames, clip_collate, decode_on_device
 from stica.data.store import Store, VideoRecord
 from stica.dist import StopRequested
 from stica.errors import SticaError
@@ -260,7 +261,14 @@ def train_split(
     model = FinetuneModel(copy.deepcopy(init.encoder), classes, cfg.dropout).to(device)
     perf.set_channels_last(model.trunk, device.type == "cuda")
     records = data.train * cfg.train_clips_per_video  # index k·N + i: the k-th clip of video i
-    dataset = RandomClips(plan.store, records, plan.num_frames, seed=cfg.seed, with_labels=True)
+    dataset = RandomClips(
+        plan.store,
+        records,
+        plan.num_frames,
+        seed=cfg.seed,
+        with_labels=True,
+        encoded=decode_on_device(cfg.jpeg_decode, device),
+    )
     batch = min(cfg.batch_size, len(dataset))
     steps_per_epoch = EpochBatchSampler.batches_per_epoch(len(dataset), batch)
     optimizer = build_optimizer(
@@ -306,7 +314,7 @@ def train_split(
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
-        collate_fn=collate_clips,
+        collate_fn=clip_collate(dataset.encoded),
         **perf.loader_options(cfg.workers, device),
     )
     while epoch < cfg.epochs:
@@ -326,10 +334,10 @@ def train_split(
         for b, sample in enumerate(batches):
             step = epoch * steps_per_epoch + b
             gen = torch.Generator().manual_seed(sample_seed(cfg.seed, step, 0))
-            frames = sample["frames"].to(device, non_blocking=True)  # (B, T, H, W, 3) uint8
+            frames, sizes = batch_frames(sample, device)  # (B, T, H, W, 3) uint8, (B, 2)
             labels = sample["label"].to(device, non_blocking=True)  # (B,)
             with perf.autocast(device):
-                logits = model(augment(frames, gen, sizes=sample["sizes"])).float()  # (B, C)
+                logits = model(augment(frames, gen, sizes=sizes)).float()  # (B, C)
                 loss = F.cross_entropy(logits, labels)
             if not torch.isfinite(loss):  # the step's one read: it waits for the forward only
                 raise SticaError(

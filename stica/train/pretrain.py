@@ -34,7 +34,8 @@ from stica import determinism, dist, perf
 from stica.config import PretrainConfig, to_dict
 from stica.data.audio import build_frontend, volume_jitter
 from stica.data.augment import VideoAugment
-from stica.data.datasets import EpochBatchSampler, RandomClips, collate_clips, sample_seed
+from stica.data.datasets import EpochBatchSampler, RandomClips, sample_seed
+from stica.data.jpeg import batch_frames, clip_collate, decode_on_device
 from stica.data.store import Store, VideoRecord
 from stica.errors import SticaError
 from stica.logs import get_logger
@@ -294,7 +295,12 @@ def throughput_report(run: PretrainRun) -> dict[str, Any]:
         "samples_per_s": None if rate is None else rate * run.world,
         "data_wait_fraction": meter.data_wait_fraction,
         "peak_gpu_memory_mb": meter.peak_memory_mb(),
-        "throughput": {**details, "processes": run.world, **run.trunk_switches},
+        "throughput": {
+            **details,
+            "processes": run.world,
+            **run.trunk_switches,
+            "jpeg_decode": "device" if run.dataset.encoded else "cpu",
+        },
     }
 
 
@@ -348,7 +354,9 @@ def setup(config: PretrainConfig, store_dir: str | Path) -> PretrainRun:
             f"{store.root}: {len(records)} train videos with audio, fewer than "
             f"'pretrain.batch_size' = {config.batch_size}"
         )
-    dataset = RandomClips(store, records, config.num_frames, seed=config.seed)
+    # "device": the workers ship JPEG files, decoded in train_step on the model's device
+    on_device = decode_on_device(config.jpeg_decode, device)
+    dataset = RandomClips(store, records, config.num_frames, seed=config.seed, encoded=on_device)
     steps_per_epoch = EpochBatchSampler.batches_per_epoch(len(records), config.batch_size)
     total_steps = steps_per_epoch * config.epochs
 
@@ -479,7 +487,7 @@ def epoch_loader(run: PretrainRun, state: TrainState) -> torch.utils.data.DataLo
         run.loader = torch.utils.data.DataLoader(
             run.dataset,
             batch_sampler=run.sampler,
-            collate_fn=collate_clips,
+            collate_fn=clip_collate(run.dataset.encoded),
             **perf.loader_options(run.config.workers, run.device, run.config.prefetch_factor),
         )
     run.sampler.set_epoch(state.epoch, start_batch)
@@ -552,7 +560,8 @@ def train_step(
     # torch's global generators (dropout) restart every step too: a resumed run
     # creates one more DataLoader iterator, and each one consumes a global draw
     torch.manual_seed(sample_seed(config.seed, state.step, -2 - run.rank) % 2**63)
-    losses = run.step_fn(batch["frames"], batch["audio"], gen, batch.get("sizes"))
+    frames, sizes = batch_frames(batch, run.device)  # (B, T, H, W, 3) uint8, (B, 2)
+    losses = run.step_fn(frames, batch["audio"], gen, sizes)
     loss = losses["loss"]
     finite = torch.isfinite(loss.detach()).float()
     if dist.is_distributed():

@@ -14,8 +14,14 @@ from PIL import Image
 
 from stica.config import ConfigError, load_section
 from stica.data.clips import ClipReader
-from stica.data.datasets import UniformClips, collate_clips, pad_frames, uniform_starts
-from stica.data.jpeg import collate_encoded_clips, decode_clips, decode_on_device
+from stica.data.datasets import (
+    RandomClips,
+    UniformClips,
+    collate_clips,
+    pad_frames,
+    uniform_starts,
+)
+from stica.data.jpeg import batch_frames, collate_encoded_clips, decode_clips, decode_on_device
 from stica.data.store import Store
 from stica.errors import SticaError
 from stica.eval.features import extract_features
@@ -37,8 +43,9 @@ def test_auto_decodes_in_the_workers_without_cuda():
     assert decode_on_device("auto", "cuda") is True
     assert decode_on_device("device", "cpu") is True
     assert decode_on_device("cpu", "cuda") is False
-    with pytest.raises(ConfigError, match="features.jpeg_decode"):
-        load_section("features", overrides=("jpeg_decode=gpu",))
+    for section in ("features", "pretrain", "finetune"):
+        with pytest.raises(ConfigError, match=f"{section}.jpeg_decode"):
+            load_section(section, overrides=("jpeg_decode=gpu",))
 
 
 def test_decoded_clips_of_a_batch_equal_the_pil_clips(tiny_store):
@@ -94,6 +101,28 @@ def test_a_corrupt_jpeg_names_the_videos():
     batch = collate_encoded_clips([{**bad, "video": torch.tensor(7)}])
     with pytest.raises(SticaError, match=r"videos \[7\]"):
         decode_clips(batch, "cpu")
+
+
+def test_random_training_clips_ship_their_own_files(tiny_store):
+    """Training's random clips (one per record, no ``video`` key) encoded and decoded are the PIL
+    clips, bit for bit on the CPU; a batch whose files do not decode names its dataset items."""
+    store = Store(tiny_store)
+    records = [r for r in store.records if r.num_frames > 0][:3]
+    records = records + records[:1]  # a record twice (finetuning's clips per video): own files
+    pil = RandomClips(store, records, 8, seed=5, with_labels=True)
+    encoded = RandomClips(store, records, 8, seed=5, with_labels=True, encoded=True)
+    items = [(2, i) for i in range(len(records))]
+    want = collate_clips([pil[i] for i in items])
+    batch = collate_encoded_clips([encoded[i] for i in items])
+    assert len(batch["jpeg_offsets"]) == 8 * len(records) + 1
+    frames, sizes = batch_frames(batch, "cpu")
+    assert torch.equal(frames, want["frames"]) and torch.equal(sizes, want["sizes"])
+    assert batch_frames(want, "cpu")[0] is want["frames"]  # decoded batches pass through
+    for key in ("audio", "index", "label"):
+        assert torch.equal(batch[key], want[key])
+    broken = {**batch, "jpeg": torch.zeros_like(batch["jpeg"])}
+    with pytest.raises(SticaError, match=r"dataset items \[0, 1, 2, 3\]"):
+        batch_frames(broken, "cpu")
 
 
 def test_read_many_encoded_covers_read_many(tiny_store):

@@ -401,33 +401,36 @@ def test_interrupted_split_resumes_exactly(tiny, tmp_path):
         assert torch.equal(resumed.state_dict()[key], value), key
 
 
-def test_persistent_workers_give_the_in_process_weights_and_scores(tiny, tmp_path):
+def test_workers_and_device_decoding_give_the_in_process_weights_and_scores(tiny, tmp_path):
     """Issue 9: one loader per split whose worker persists across epochs (the sampler moves),
-    and evaluation's pinned loader, change no weight and no score."""
-    from stica.eval.finetune import evaluate
+    evaluation's pinned loader, and frames shipped as JPEG files and decoded in the main process
+    (``jpeg_decode: device``; on the CPU torchvision and PIL are both libjpeg-turbo) change no
+    weight and no score."""
+    from stica.eval.finetune import evaluate_test
 
     ckpt, params = tiny["ckpts"]["avg"]
     results = []
-    for workers in (0, 1):
-        cfg = load_section("finetune", params, ["epochs=2", "baseline=false", f"workers={workers}"])
+    for workers, decode in ((0, "cpu"), (1, "cpu"), (1, "device")):
+        overrides = ["epochs=2", "baseline=false", f"workers={workers}", f"jpeg_decode={decode}"]
+        cfg = load_section("finetune", params, [*overrides, "eval_clips=2", "eval_batch_size=4"])
         plan = prepare(cfg, tiny["store"], ckpt)
         data, init = plan.splits[0], plan.inits[0]
         model, history = train_split(
             plan,
             data,
             init,
-            tmp_path / f"{workers}.state",
+            tmp_path / f"{workers}{decode}.state",
             {},
             torch.device("cpu"),
             StopRequested(),
         )
-        scores = evaluate(
-            model, plan.store, data.test, plan.num_frames, plan.augment, 2, 3, 4, workers
-        )
+        scores = evaluate_test(model, plan, data.test, cfg)
         results.append((model.state_dict(), history, scores))
-    (weights_a, history_a, scores_a), (weights_b, history_b, scores_b) = results
-    assert [r["train_loss"] for r in history_a] == [r["train_loss"] for r in history_b]
-    for key, value in weights_a.items():
-        assert torch.equal(weights_b[key], value), key
-    assert scores_a["metrics"] == scores_b["metrics"] and scores_a["views"] == scores_b["views"]
-    assert (scores_a["scores"] == scores_b["scores"]).all()
+    weights_a, history_a, scores_a = results[0]
+    for weights_b, history_b, scores_b in results[1:]:
+        assert [r["train_loss"] for r in history_a] == [r["train_loss"] for r in history_b]
+        for key, value in weights_a.items():
+            assert torch.equal(weights_b[key], value), key
+        assert scores_a["metrics"] == scores_b["metrics"]
+        assert scores_a["views"] == scores_b["views"] == 2 * 3 * len(data.test)
+        assert (scores_a["scores"] == scores_b["scores"]).all()

@@ -69,3 +69,19 @@ def test_workers_give_the_in_process_weights_and_resume_exactly(
         weights = _weights(path)
         differ = [k for k, v in reference.items() if not torch.equal(v, weights[k])]
         assert not differ, f"{path.name}: {differ[:3]}"
+
+
+def test_frames_decoded_in_the_main_process_give_the_same_weights(
+    tiny_store, tiny_params_file, tiny_checkpoint, tmp_path
+):
+    """``pretrain.jpeg_decode: device``: the worker ships each clip's JPEG files and train_step
+    decodes them (torchvision, on the CPU here; libjpeg-turbo as PIL): the weights of the
+    in-process PIL run, bit for bit."""
+    params = tiny_params(pretrain={"workers": 1, "jpeg_decode": "device"})
+    config = load_section("pretrain", write_params(tmp_path / "params.yaml", params))
+    out = tmp_path / "device.pt"
+    summary = pretrain(config, tiny_store, out)
+    assert summary["throughput"]["jpeg_decode"] == "device"
+    reference = _weights(tiny_checkpoint)
+    weights = _weights(out)
+    assert not [k for k, v in reference.items() if not torch.equal(v, weights[k])]
