@@ -679,6 +679,9 @@ class FinetuneConfig:
     # where the training and test clips' JPEG frames are decoded (see JpegDecode and
     # pretrain.jpeg_decode): "cpu" until measured on a GPU
     jpeg_decode: JpegDecode = "cpu"
+    # torch's deterministic mode, as pretrain.deterministic: the same weights and scores run to
+    # run on one machine; false lets cuDNN autotune on CUDA
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "finetune.epochs", "must be >= 1")
@@ -731,6 +734,7 @@ class FinetuneConfig:
         _check(all(s >= 1 for s in self.splits), "finetune.splits", "split numbers start at 1")
         _check(self.workers >= 0, "finetune.workers", "must be >= 0")
         _check_jpeg_decode(self.jpeg_decode, "finetune.jpeg_decode")
+        _check(isinstance(self.deterministic, bool), "finetune.deterministic", "must be true/false")
 
 
 SECTIONS: dict[str, type] = {

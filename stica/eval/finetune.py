@@ -15,7 +15,8 @@ initial weights, split) matches; an interrupted split resumes from its last fini
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from stica.data.augment import EvalTransform
 from stica.data.datasets import UniformClips
 from stica.data.jpeg import batch_frames, clip_collate, decode_on_device
 from stica.data.store import Store, VideoRecord
+from stica.determinism import deterministic_mode, record
 from stica.errors import SticaError
 from stica.eval.metrics import baseline_block
 from stica.eval.plots import confusion_matrix_plot
@@ -244,10 +246,35 @@ def run_finetune(
     Writes ``out/split{n}.pt`` (and ``split{n}-random.pt`` for the baseline), one confusion-matrix
     PNG per split for the pretrained model in ``plots_dir``, and the per-epoch live log
     ``live_dir`` (:class:`~stica.train.tracking.Tracker`: DVCLive when installed).
+
+    Deterministic by default (``finetune.deterministic``), as pretraining and extraction are: on a
+    GPU, cuDNN's autotuning and atomic adds (the per-video score sums, some backward kernels)
+    would change the weights and scores run to run; ``false`` lets cuDNN autotune.
     """
-    out = Path(out)
-    cfg = plan.config
     device = dist.device()
+    with _reproducible(plan.config, device):
+        result = _run_finetune(plan, Path(out), plots_dir, live_dir, device)
+    return {**result, "reproducibility": record(plan.config.deterministic, device)}
+
+
+@contextmanager
+def _reproducible(config: FinetuneConfig, device: torch.device) -> Iterator[None]:
+    """torch's deterministic mode with ``finetune.deterministic``, cuDNN autotuning without."""
+    with (
+        deterministic_mode(config.deterministic, device),
+        perf.cudnn_autotune(device, config.deterministic),
+    ):
+        yield
+
+
+def _run_finetune(
+    plan: FinetunePlan,
+    out: Path,
+    plots_dir: str | Path | None,
+    live_dir: str | Path | None,
+    device: torch.device,
+) -> dict[str, Any]:
+    cfg = plan.config
     started = time.time()
     results: dict[int, dict[str, Any]] = {}
     best: dict[int, dict[str, Any]] = {}
@@ -419,7 +446,11 @@ def evaluate_test(model, plan, test: list, config: FinetuneConfig) -> dict[str, 
 def run_eval(
     plan: EvalPlan, config: FinetuneConfig, plots_dir: str | Path | None = None
 ) -> dict[str, Any]:
-    result = evaluate_test(plan.model.to(dist.device()), plan, plan.data.test, config)
+    """Score a finetuned checkpoint on its split's test videos (``--eval-only``), under
+    ``finetune.deterministic`` as :func:`run_finetune` scores."""
+    device = dist.device()
+    with _reproducible(config, device):
+        result = evaluate_test(plan.model.to(device), plan, plan.data.test, config)
     split = plan.data.split
     if plots_dir is not None:
         confusion_matrix_plot(
@@ -438,4 +469,5 @@ def run_eval(
         },
         "manifest_hash": plan.store.manifest_hash(),
         "trained_on_manifest_hash": plan.payload.get("manifest_hash"),
+        "reproducibility": record(config.deterministic, device),
     }

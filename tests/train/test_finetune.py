@@ -204,6 +204,11 @@ def test_finetune_end_to_end(tiny, finetuned):
         "views_per_video": 6,
     }
     assert m["pooling"] == "avg" and m["num_classes"] == len(CLASSES)
+    assert m["reproducibility"] == {
+        "deterministic": True,
+        "cpu_threads": torch.get_num_threads(),
+        "device": "cpu",
+    }
     assert m["manifest_hash"] == Store(tiny["store"]).manifest_hash()
     assert m["environment"]["versions"]["torch"]
 
@@ -261,6 +266,34 @@ def test_finetune_end_to_end(tiny, finetuned):
         m["splits"]["split1"]["video_top1"]["pretrained"]
     )
     assert e["eval"]["views"] == n_test * 6
+
+
+def test_scoring_runs_in_torchs_deterministic_mode_unless_told_not_to(
+    finetuned, tiny, tmp_path, monkeypatch
+):
+    """``finetune.deterministic`` (default true) holds torch's deterministic switches while a
+    checkpoint is scored, and restores them after; false leaves them off."""
+    from stica.eval import finetune as ft
+
+    seen = []
+    score = ft.evaluate_test
+
+    def spying(*args):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return score(*args)
+
+    monkeypatch.setattr(ft, "evaluate_test", spying)
+    ckpt = finetuned["out"] / "split1.pt"
+    for deterministic in ("true", "false"):
+        ev = tmp_path / f"eval-{deterministic}.json"
+        result = _invoke(
+            ["finetune", tiny["store"], "--ckpt", ckpt, "--eval-only", "--metrics", ev]
+            + ["--params", finetuned["params"], "--set", f"deterministic={deterministic}"]
+        )
+        assert result.exit_code == 0, result.output
+        e = json.loads(provenance_path(ev).read_text())
+        assert e["reproducibility"]["deterministic"] is (deterministic == "true")
+    assert seen == [True, False] and not torch.are_deterministic_algorithms_enabled()
 
 
 def test_eval_only_on_another_split_is_refused(finetuned, tiny, tmp_path, capsys):
