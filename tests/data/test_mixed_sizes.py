@@ -16,6 +16,7 @@ from stica.data.datasets import pad_frames
 from stica.data.preprocess import preprocess
 from stica.eval.features import extract_features
 from stica.eval.features_io import read_features
+from stica.train.checkpoint import load_checkpoint
 from stica.train.pretrain import pretrain
 from tests import fixtures as fx
 
@@ -87,6 +88,18 @@ def test_pretrain_and_extract_features_on_a_mixed_aspect_store(
     )
     assert summary["jpeg_decode"] == "device"
     np.testing.assert_allclose(read_features(out).features, got.features, atol=1e-4)
+
+
+def test_pretraining_frames_decoded_on_the_device_are_padded_as_the_workers_pad_them(
+    mixed_store, mixed_ckpt, tiny_params_file, tmp_path
+):
+    """``pretrain.jpeg_decode: device`` on clips of two sizes: the step pads the decoded frames
+    as collate_clips pads PIL's, so the weights are those of the PIL run, bit for bit."""
+    config = load_section("pretrain", tiny_params_file, ("epochs=1", "jpeg_decode=device"))
+    pretrain(config, mixed_store / "store", tmp_path / "device.pt")
+    want = load_checkpoint(mixed_ckpt, kind="pretrain")["model"]
+    got = load_checkpoint(tmp_path / "device.pt", kind="pretrain")["model"]
+    assert not [k for k, v in want.items() if not torch.equal(v, got[k])]
 
 
 def test_finetune_on_a_mixed_aspect_store(mixed_store, mixed_ckpt, tiny_params_file):
