@@ -446,11 +446,10 @@ class PretrainConfig:
     lambda_vv: float = 0.5
     # paper: 0.1. If the cross-modal loss stays at ln(batch) with the audio embeddings collapsed
     # (the pretext report warns), check what else the within-modal loss can tell clips apart by
-    # before raising it: on the demo that was the cure (README "The demo"). The demo then uses
-    # 0.2: at 0.1 about one run in seven stayed at chance (a constant embedding scores exactly
-    # ln(batch), less than spread-out uninformative ones, and the sharper the temperature the
-    # larger that pull); at 0.2 every run measured left it
-    temperature_va: float = 0.2
+    # before raising it: on the demo that was the cure (README "The demo"). Even so about one
+    # demo run in seven stays at chance; 0.2 rescued the full demo's failing seed but failed a
+    # seed of the reduced demo test that 0.1 passes, so the demo keeps 0.1 (README "The demo")
+    temperature_va: float = 0.1
     temperature_vv: float = 0.5
     # the audio branch (trunk and head) is not updated for this many epochs at the start (its
     # BatchNorm statistics still follow the data): the video branch first learns to match the
