@@ -546,10 +546,7 @@ def bench_store(
     from stica.train.pretrain import TrainState, distribute, epoch_loader, setup, train_step
 
     device = dist.device()
-    with (
-        determinism.deterministic_mode(config.deterministic, device),
-        perf.cudnn_autotune(device, config.deterministic) as autotune,
-    ):
+    with determinism.run_mode(config.deterministic, device) as autotune:
         run = setup(config, store_dir)
         distribute(run)
         run.model.train()

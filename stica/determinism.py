@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from stica import perf
+
 # cuBLAS picks reduction orders per stream workspace; a fixed workspace makes them repeatable
 # (CUDA's documented setting for deterministic cuBLAS, required by use_deterministic_algorithms).
 CUBLAS_WORKSPACE = ":4096:8"
@@ -114,3 +116,14 @@ def deterministic_mode(enabled: bool, device: torch.device | str = "cpu") -> Ite
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
         for (_, enable), was in zip(_FUSED_ATTENTION, attention, strict=True):
             getattr(torch.backends.cuda, enable)(was)
+
+
+@contextmanager
+def run_mode(deterministic: bool, device: torch.device | str = "cpu") -> Iterator[bool]:
+    """A run's ``deterministic`` param: :func:`deterministic_mode` when true, cuDNN autotuning
+    on CUDA when false (:func:`stica.perf.cudnn_autotune`); yields whether it autotunes."""
+    with (
+        deterministic_mode(deterministic, device),
+        perf.cudnn_autotune(device, deterministic) as autotune,
+    ):
+        yield autotune

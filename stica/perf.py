@@ -264,12 +264,12 @@ class DeviceOpCounter(TorchDispatchMode):
         )
         if on_device and name not in _VIEW_OPS:
             self.count += 1
-        if on_device and name not in _VIEW_OPS and not name.startswith("empty"):
-            self.tensor_bytes += sum(
-                _stored_bytes(x)
-                for x in leaves
-                if isinstance(x, torch.Tensor) and x.device.type == self.device
-            )
+            if not name.startswith("empty"):  # an allocation touches no bytes
+                self.tensor_bytes += sum(
+                    _stored_bytes(x)
+                    for x in leaves
+                    if isinstance(x, torch.Tensor) and x.device.type == self.device
+                )
         return out
 
 

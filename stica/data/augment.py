@@ -308,7 +308,8 @@ class VideoAugment:
         factors = {
             op: f.cpu() for op, f in zip(_JITTER_OPS, (bright, contrast, sat, hue), strict=True)
         }
-        takes = {op: jitter.cpu() & (order.cpu() == k).T for k, op in enumerate(_JITTER_OPS)}
+        jitter, order = jitter.cpu(), order.cpu()
+        takes = {op: jitter & (order == k).T for k, op in enumerate(_JITTER_OPS)}
         if cfg.hue == 0:  # a zero rotation: skipped, not rounded through YIQ and back
             takes["hue"] = torch.zeros_like(takes["hue"])
         with perf.autocast(dev, enabled=False):

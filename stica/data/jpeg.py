@@ -105,8 +105,8 @@ def decode_clips(
         images = decode_jpeg(files, mode=ImageReadMode.RGB, device=device)  # U x (3, H_u, W_u)
     except RuntimeError as e:
         # evaluation's samples name their video, training's their dataset item
-        what = "videos" if "video" in batch else "dataset items"
-        ids = sorted(set(batch["video" if "video" in batch else "index"].tolist()))
+        key, what = ("video", "videos") if "video" in batch else ("index", "dataset items")
+        ids = sorted(set(batch[key].tolist()))
         raise SticaError(f"cannot decode the stored JPEG frames of {what} {ids}: {e}") from None
     stacked, frame_sizes = pad_frames(images)  # (U, 3, H, W), (U, 2)
     index = batch["frame_index"]  # (B, T)

@@ -41,7 +41,7 @@ from stica.data.augment import EvalTransform
 from stica.data.datasets import UniformClips
 from stica.data.jpeg import batch_frames, clip_collate, decode_on_device
 from stica.data.store import Store
-from stica.determinism import deterministic_mode
+from stica.determinism import run_mode
 from stica.errors import SticaError
 from stica.eval.features_io import write_features
 from stica.logs import get_logger
@@ -71,10 +71,7 @@ def extract_features(
     ``compile_backend`` is torch.compile's when ``features.compile`` is on (tests: "aot_eager").
     """
     device = dist.device()
-    with (
-        deterministic_mode(config.deterministic, device),
-        perf.cudnn_autotune(device, config.deterministic),
-    ):
+    with run_mode(config.deterministic, device):
         return _extract_features(store_dir, ckpt, config, random_config, out, compile_backend)
 
 

@@ -15,8 +15,7 @@ initial weights, split) matches; an interrupted split resumes from its last fini
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from stica.data.augment import EvalTransform
 from stica.data.datasets import UniformClips
 from stica.data.jpeg import batch_frames, clip_collate, decode_on_device
 from stica.data.store import Store, VideoRecord
-from stica.determinism import deterministic_mode, record
+from stica.determinism import record, run_mode
 from stica.errors import SticaError
 from stica.eval.metrics import baseline_block
 from stica.eval.plots import confusion_matrix_plot
@@ -252,19 +251,9 @@ def run_finetune(
     would change the weights and scores run to run; ``false`` lets cuDNN autotune.
     """
     device = dist.device()
-    with _reproducible(plan.config, device):
+    with run_mode(plan.config.deterministic, device):
         result = _run_finetune(plan, Path(out), plots_dir, live_dir, device)
     return {**result, "reproducibility": record(plan.config.deterministic, device)}
-
-
-@contextmanager
-def _reproducible(config: FinetuneConfig, device: torch.device) -> Iterator[None]:
-    """torch's deterministic mode with ``finetune.deterministic``, cuDNN autotuning without."""
-    with (
-        deterministic_mode(config.deterministic, device),
-        perf.cudnn_autotune(device, config.deterministic),
-    ):
-        yield
 
 
 def _run_finetune(
@@ -449,7 +438,7 @@ def run_eval(
     """Score a finetuned checkpoint on its split's test videos (``--eval-only``), under
     ``finetune.deterministic`` as :func:`run_finetune` scores."""
     device = dist.device()
-    with _reproducible(config, device):
+    with run_mode(config.deterministic, device):
         result = evaluate_test(plan.model.to(device), plan, plan.data.test, config)
     split = plan.data.split
     if plots_dir is not None:

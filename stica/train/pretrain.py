@@ -214,10 +214,7 @@ def pretrain(
     quick trials.
     """
     device = dist.device()
-    with (
-        determinism.deterministic_mode(config.deterministic, device),
-        perf.cudnn_autotune(device, config.deterministic),
-    ):
+    with determinism.run_mode(config.deterministic, device):
         return _pretrain(config, store_dir, out, live_dir, resume, max_steps)
 
 
