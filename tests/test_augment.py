@@ -140,6 +140,50 @@ def test_eval_centre_and_three_crops():
         EvalTransform(crop_size=32, short_side=16)
 
 
+def _released_test_crop(frames, short_side, size, position):
+    """The released code's test crop (GDT ``datasets/video_transforms.py``) written out for frames
+    stored at the short side (its resize is then a no-op): ``uniform_crop``'s whole-pixel offsets,
+    the centre rounded up. frames (T, C, H, W) -> (T, C, size, size)."""
+    height, width = frames.shape[2:]
+    assert min(height, width) == short_side
+    y_offset = int(math.ceil((height - size) / 2))
+    x_offset = int(math.ceil((width - size) / 2))
+    if height > width:
+        y_offset = {0: 0, 1: y_offset, 2: height - size}[position]
+    else:
+        x_offset = {0: 0, 1: x_offset, 2: width - size}[position]
+    return frames[:, :, y_offset : y_offset + size, x_offset : x_offset + size]
+
+
+@pytest.mark.parametrize(("h", "w"), [(16, 27), (29, 16), (16, 16)])
+def test_eval_crops_are_the_released_codes_whole_pixel_crops(h, w):
+    # odd margins (27 - 12 = 15): a sub-pixel centre box would blend two columns of every pixel
+    clips = random_clips(b=2, t=3, h=h, w=w, seed=13)
+    ev = EvalTransform(crop_size=12, short_side=16)
+    three = unnormalise(ev.three_crop(clips).flatten(0, 1)).view(2, 3, 3, 3, 12, 12)
+    for k in range(2):
+        frames = as_float(clips)[k].transpose(0, 1)  # (T, 3, H, W)
+        for position in range(3):
+            want = _released_test_crop(frames, 16, 12, position).transpose(0, 1)
+            torch.testing.assert_close(three[k, position], want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(unnormalise(ev(clips)), three[:, 1], atol=1e-6, rtol=0)
+
+
+def test_eval_boxes_of_larger_frames_sit_on_pixels_of_the_resized_frame():
+    # 240 x 320 -> 128 x 170 (long side floored, as the released code's resize), centre 29 px
+    ev = EvalTransform(crop_size=112, short_side=128)
+    f = 240 / 128  # input pixels per resized pixel
+    assert ev.boxes(240, 320, 1) == [(29 * f, 8 * f, 112 * f, 112 * f)]
+    assert [box[0] for box in ev.boxes(240, 320, 3)] == [0.0, 29 * f, 58 * f]
+    assert [box[1] for box in ev.boxes(320, 240, 3)] == [0.0, 29 * f, 58 * f]
+    # stored at the short side: whole input pixels, the centre rounded up (171 - 112 = 59)
+    assert ev.boxes(128, 171, 3) == [
+        (0.0, 8.0, 112.0, 112.0),
+        (30.0, 8.0, 112.0, 112.0),
+        (59.0, 8.0, 112.0, 112.0),
+    ]
+
+
 LUMA = torch.tensor([0.299, 0.587, 0.114])
 YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 

@@ -394,6 +394,35 @@ class VideoAugment:
         return views
 
 
+def _pixel_crops(clips: torch.Tensor, corners: list[tuple[int, int]], size: int) -> torch.Tensor:
+    """Cut a ``size``² box at whole pixels from each clip's frames (``corners`` its (x0, y0)), as
+    float 0..255 channel-major planes: one slice when every clip has the same box, else one
+    gather.
+
+    Shape:
+        - clips: (B, T, H, W, 3) uint8
+        - output: (B, 3, T·size·size) float32
+    """
+    b, t, _, _, c = clips.shape
+    if len(set(corners)) == 1:
+        x0, y0 = corners[0]
+        crops = clips[:, :, y0 : y0 + size, x0 : x0 + size].permute(0, 4, 1, 2, 3)
+    else:
+        span = torch.arange(size)
+        # non_blocking: a blocking copy to a GPU is a stream sync
+        rows = (torch.tensor([y for _, y in corners])[:, None] + span).to(
+            clips.device, non_blocking=True
+        )
+        cols = (torch.tensor([x for x, _ in corners])[:, None] + span).to(
+            clips.device, non_blocking=True
+        )
+        item = torch.arange(b, device=clips.device)[:, None, None]
+        # indices split by the time slice: their dims come first, (B, S, S, T, 3)
+        crops = clips[item, :, rows[:, :, None], cols[:, None, :]].permute(0, 4, 3, 1, 2)
+    out = torch.empty((b, c, t, size, size), dtype=torch.float32, device=clips.device)
+    return out.copy_(crops).view(b, c, t * size * size)
+
+
 class EvalTransform:
     """Deterministic evaluation crops: resize the short side, then centre or 3 crops.
 
@@ -428,33 +457,52 @@ class EvalTransform:
         return cls(config.crop_size, config.eval_short_side, config.mean, config.std)
 
     def boxes(self, height: int, width: int, n_crops: int) -> list[tuple[float, ...]]:
-        """Crop boxes (x0, y0, w, h) in input pixels: centre (1) or start/centre/end (3)
-        along the long side (left/centre/right or top/centre/bottom)."""
-        side = self.crop_size * min(height, width) / self.short_side  # S output px in input px
-        cx, cy = (width - side) / 2, (height - side) / 2
+        """Crop boxes (x0, y0, w, h) in input pixels: centre (1) or start/centre/end (3) along the
+        long side (left/centre/right or top/centre/bottom).
+
+        The boxes sit on whole pixels of the resized frame, as the released code's test crops
+        (``uniform_crop`` after ``random_short_side_scale_jitter``: the long side floored, the
+        centre offset rounded up), so a frame stored at the short side is cut, not resampled.
+        """
+        s = self.crop_size
+        scale = min(height, width) / self.short_side  # input px per resized px
+        if min(height, width) == self.short_side:
+            rh, rw = height, width
+        elif width >= height:
+            rh, rw = self.short_side, math.floor(width / height * self.short_side)
+        else:
+            rh, rw = math.floor(height / width * self.short_side), self.short_side
+        cx, cy = math.ceil((rw - s) / 2), math.ceil((rh - s) / 2)
         if n_crops == 1:
-            return [(cx, cy, side, side)]
-        if width >= height:
-            return [(x, cy, side, side) for x in (0.0, cx, width - side)]
-        return [(cx, y, side, side) for y in (0.0, cy, height - side)]
+            corners = [(cx, cy)]
+        elif width >= height:
+            corners = [(0, cy), (cx, cy), (rw - s, cy)]
+        else:
+            corners = [(cx, 0), (cx, cy), (cx, rh - s)]
+        return [(x * scale, y * scale, s * scale, s * scale) for x, y in corners]
 
     def _crops(
         self, clips: torch.Tensor, n_crops: int, sizes: torch.Tensor | None
     ) -> list[torch.Tensor]:
         b, t, h, w = _check_clips(clips)
-        if sizes is None:
-            per_clip = [self.boxes(h, w, n_crops)] * b
-        else:
-            per_clip = [self.boxes(int(hh), int(ww), n_crops) for hh, ww in sizes.tolist()]
+        frame_sizes = (
+            [(h, w)] * b if sizes is None else [(int(y), int(x)) for y, x in sizes.tolist()]
+        )
+        per_clip = [self.boxes(hh, ww, n_crops) for hh, ww in frame_sizes]
+        # frames stored at the evaluation's short side need no resizing: their crops are slices
+        cut = all(min(size) == self.short_side for size in frame_sizes)
         normalise, offset = _normalising_map(self.mean, self.std)
         normalise, offset = (normalise / _UINT8_MAX).expand(b, 3, 3), offset.expand(b, 3)
         s = self.crop_size
         out = []
         with perf.autocast(clips.device, enabled=False):
-            x = _float_planes(clips)  # (B, 3·T, H, W), 0..255
+            planes = None if cut else _float_planes(clips)  # (B, 3·T, H, W), 0..255
             for i in range(n_crops):  # 1 or 3 positions, each batched over clips
-                boxes = torch.tensor([clip[i] for clip in per_clip])  # (B, 4)
-                y = crop_resize(x, boxes, s).view(b, 3, t * s * s)
+                boxes = [clip[i] for clip in per_clip]
+                if cut:
+                    y = _pixel_crops(clips, [(int(x0), int(y0)) for x0, y0, _, _ in boxes], s)
+                else:
+                    y = crop_resize(planes, torch.tensor(boxes), s).view(b, 3, t * s * s)
                 out.append(_colour_map(y, normalise, offset).view(b, 3, t, s, s))
         return out
 
