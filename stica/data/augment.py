@@ -408,14 +408,9 @@ def _pixel_crops(clips: torch.Tensor, corners: list[tuple[int, int]], size: int)
         x0, y0 = corners[0]
         crops = clips[:, :, y0 : y0 + size, x0 : x0 + size].permute(0, 4, 1, 2, 3)
     else:
-        span = torch.arange(size)
-        # non_blocking: a blocking copy to a GPU is a stream sync
-        rows = (torch.tensor([y for _, y in corners])[:, None] + span).to(
-            clips.device, non_blocking=True
-        )
-        cols = (torch.tensor([x for x, _ in corners])[:, None] + span).to(
-            clips.device, non_blocking=True
-        )
+        # (B, 2, S): each clip's columns and rows; non_blocking: a blocking copy to a GPU syncs
+        at = torch.tensor(corners)[:, :, None] + torch.arange(size)
+        cols, rows = at.to(clips.device, non_blocking=True).unbind(dim=1)
         item = torch.arange(b, device=clips.device)[:, None, None]
         # indices split by the time slice: their dims come first, (B, S, S, T, 3)
         crops = clips[item, :, rows[:, :, None], cols[:, None, :]].permute(0, 4, 3, 1, 2)
@@ -456,17 +451,16 @@ class EvalTransform:
     def from_config(cls, config: AugmentConfig) -> EvalTransform:
         return cls(config.crop_size, config.eval_short_side, config.mean, config.std)
 
-    def boxes(self, height: int, width: int, n_crops: int) -> list[tuple[float, ...]]:
-        """Crop boxes (x0, y0, w, h) in input pixels: centre (1) or start/centre/end (3) along the
-        long side (left/centre/right or top/centre/bottom).
-
-        The boxes sit on whole pixels of the resized frame, as the released code's test crops
-        (``uniform_crop`` after ``random_short_side_scale_jitter``: the long side floored, the
-        centre offset rounded up), so a frame stored at the short side is cut, not resampled.
+    def corners(self, height: int, width: int, n_crops: int) -> tuple[list[tuple[int, int]], float]:
+        """Where the crops start, (x0, y0) in whole pixels of the frame resized to the short side:
+        centre (1) or start/centre/end (3) along the long side (left/centre/right or
+        top/centre/bottom), as the released code's test crops (``uniform_crop`` after
+        ``random_short_side_scale_jitter``: the long side floored, the centre offset rounded up);
+        and the input pixels per resized pixel (1.0: the frame is cut, not resampled).
         """
         s = self.crop_size
-        scale = min(height, width) / self.short_side  # input px per resized px
-        if min(height, width) == self.short_side:
+        scale = min(height, width) / self.short_side
+        if scale == 1:
             rh, rw = height, width
         elif width >= height:
             rh, rw = self.short_side, math.floor(width / height * self.short_side)
@@ -474,23 +468,28 @@ class EvalTransform:
             rh, rw = math.floor(height / width * self.short_side), self.short_side
         cx, cy = math.ceil((rw - s) / 2), math.ceil((rh - s) / 2)
         if n_crops == 1:
-            corners = [(cx, cy)]
-        elif width >= height:
-            corners = [(0, cy), (cx, cy), (rw - s, cy)]
-        else:
-            corners = [(cx, 0), (cx, cy), (cx, rh - s)]
-        return [(x * scale, y * scale, s * scale, s * scale) for x, y in corners]
+            return [(cx, cy)], scale
+        if width >= height:
+            return [(0, cy), (cx, cy), (rw - s, cy)], scale
+        return [(cx, 0), (cx, cy), (cx, rh - s)], scale
+
+    def boxes(self, height: int, width: int, n_crops: int) -> list[tuple[float, ...]]:
+        """The crops of :meth:`corners` as boxes (x0, y0, w, h) in input pixels."""
+        corners, scale = self.corners(height, width, n_crops)
+        return [self._box(corner, scale) for corner in corners]
+
+    def _box(self, corner: tuple[int, int], scale: float) -> tuple[float, ...]:
+        side = self.crop_size * scale
+        return (corner[0] * scale, corner[1] * scale, side, side)
 
     def _crops(
         self, clips: torch.Tensor, n_crops: int, sizes: torch.Tensor | None
     ) -> list[torch.Tensor]:
         b, t, h, w = _check_clips(clips)
-        frame_sizes = (
-            [(h, w)] * b if sizes is None else [(int(y), int(x)) for y, x in sizes.tolist()]
-        )
-        per_clip = [self.boxes(hh, ww, n_crops) for hh, ww in frame_sizes]
+        frame_sizes = [(h, w)] * b if sizes is None else sizes.tolist()
+        placed = [self.corners(int(hh), int(ww), n_crops) for hh, ww in frame_sizes]
         # frames stored at the evaluation's short side need no resizing: their crops are slices
-        cut = all(min(size) == self.short_side for size in frame_sizes)
+        cut = all(scale == 1 for _, scale in placed)
         normalise, offset = _normalising_map(self.mean, self.std)
         normalise, offset = (normalise / _UINT8_MAX).expand(b, 3, 3), offset.expand(b, 3)
         s = self.crop_size
@@ -498,11 +497,11 @@ class EvalTransform:
         with perf.autocast(clips.device, enabled=False):
             planes = None if cut else _float_planes(clips)  # (B, 3·T, H, W), 0..255
             for i in range(n_crops):  # 1 or 3 positions, each batched over clips
-                boxes = [clip[i] for clip in per_clip]
                 if cut:
-                    y = _pixel_crops(clips, [(int(x0), int(y0)) for x0, y0, _, _ in boxes], s)
+                    y = _pixel_crops(clips, [corners[i] for corners, _ in placed], s)
                 else:
-                    y = crop_resize(planes, torch.tensor(boxes), s).view(b, 3, t * s * s)
+                    boxes = torch.tensor([self._box(corners[i], f) for corners, f in placed])
+                    y = crop_resize(planes, boxes, s).view(b, 3, t * s * s)
                 out.append(_colour_map(y, normalise, offset).view(b, 3, t, s, s))
         return out
 
